@@ -266,6 +266,7 @@ def download(url, dest, check=None, retries=None):
     with `check(path)` (raises DataError) and renamed to `dest` only then. On any failure the
     temporary file is removed: no partial or unverified file is ever left under its real name."""
     import requests
+    import urllib3
     from tqdm import tqdm
     retries = RETRIES if retries is None else retries
     os.makedirs(os.path.dirname(dest), exist_ok=True)
@@ -278,7 +279,8 @@ def download(url, dest, check=None, retries=None):
             if attempt:
                 time.sleep(BACKOFF * attempt)
             have = os.path.getsize(part)
-            headers = {'Range': f'bytes={have}-'} if have else {}
+            # identity: the bytes as stored on the server, so that checksums and Range agree
+            headers = {'Accept-Encoding': 'identity', **({'Range': f'bytes={have}-'} if have else {})}
             try:
                 with requests.get(url, stream=True, timeout=TIMEOUT, headers=headers) as r:
                     if r.status_code == 416:   # nothing left to send: what we have is everything
@@ -292,7 +294,9 @@ def download(url, dest, check=None, retries=None):
                             tqdm(total=total, initial=have, unit='B', unit_scale=True,
                                  desc=os.path.basename(dest), leave=False,
                                  disable=None) as bar:
-                        for chunk in r.iter_content(1 << 16):
+                        # read1 hands over every byte that arrived before a connection broke
+                        # (iter_content drops its last partial chunk), so a resume loses nothing
+                        while chunk := r.raw.read1(1 << 16, decode_content=False):
                             f.write(chunk)
                             bar.update(len(chunk))
                 got = os.path.getsize(part)
@@ -304,12 +308,15 @@ def download(url, dest, check=None, retries=None):
                 error = f'HTTP {e.response.status_code} {e.response.reason}'
                 if e.response.status_code < 500 and e.response.status_code != 429:
                     break   # 404 and friends will not get better by asking again
-            except (requests.RequestException, IOError) as e:
+            except (requests.RequestException, urllib3.exceptions.HTTPError, IOError) as e:
                 error = f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}'.rstrip(': ')
         if error:
             raise DataError(f'{error} (after {attempt + 1} attempt{"s" if attempt else ""})')
         if check:
-            check(part)
+            try:
+                check(part)
+            except DataError as e:
+                raise DataError(str(e).replace(part, 'the downloaded file'))
         os.chmod(part, 0o644)   # mkstemp made it private; a cache is for everyone who reads it
         os.replace(part, dest)
     finally:

@@ -1,0 +1,155 @@
+"""The real MNIST and Fashion-MNIST of ../shared/datasets, through mydatasets."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy.ndimage import binary_dilation
+from skimage.morphology import disk
+
+import mybackgrounds
+import mydatasets
+
+MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def snapshot(d):
+    return {os.path.join(r, f): os.stat(os.path.join(r, f)).st_mtime_ns
+            for r, _, fs in os.walk(d) for f in fs}
+
+
+@pytest.fixture(scope='module')
+def mnist_bg(real_data):
+    before = snapshot(real_data)
+    sets = mydatasets.load('mnist_backgrounds')
+    assert snapshot(real_data) == before, 'something was written into the (read-only) data folder'
+    return sets
+
+
+def check_set(X, Y, n, counts=None):
+    assert X.shape == (n, 32, 32, 1) and X.dtype == np.float32
+    assert Y.shape == (n,) and Y.dtype == np.int32
+    assert X.min() == 0.0 and X.max() == 1.0
+    if counts is not None:
+        assert np.bincount(Y, minlength=10).tolist() == counts
+
+
+def test_mnist(real_data):
+    (Xtr, Ytr), ts = mydatasets.load('mnist')
+    check_set(Xtr, Ytr, 60000, MNIST_TRAIN_COUNTS)
+    assert len(ts) == 1
+    check_set(*ts[0], 10000, MNIST_TEST_COUNTS)
+    # 28x28 padded by 2 px of zeros on each side
+    assert not Xtr[:, :2].any() and not Xtr[:, -2:].any() and not Xtr[:, :, :2].any() and not Xtr[:, :, -2:].any()
+    # the values are the raw bytes / 255
+    raw = mydatasets.read_idx(os.path.join(real_data, 'mnist', 't10k-images-idx3-ubyte.gz'))
+    np.testing.assert_array_equal(ts[0][0][:50, 2:30, 2:30, 0], raw[:50].astype(np.float32) / 255)
+
+
+def test_fashionmnist(real_data):
+    (Xtr, Ytr), [(Xts, Yts)] = mydatasets.load('fashionmnist')
+    check_set(Xtr, Ytr, 60000, [6000] * 10)
+    check_set(Xts, Yts, 10000, [1000] * 10)
+
+
+def test_mnist_backgrounds(mnist_bg):
+    (Xtr, Ytr), ts = mnist_bg
+    check_set(Xtr, Ytr, 60000, MNIST_TRAIN_COUNTS)
+    assert len(ts) == 7
+    clean = ts[0][0]
+    for (X, Y), f in zip(ts[1:], mybackgrounds.BACKGROUNDS.values()):
+        check_set(X, Y, 10000, MNIST_TEST_COUNTS)
+        np.testing.assert_array_equal(Y, ts[0][1])
+        b = f(32)
+        for i in [0, 1, 7, 4242, 9999]:
+            keep = binary_dilation(clean[i, ..., 0] > 0, disk(2).astype(bool))
+            np.testing.assert_array_equal(X[i, ..., 0][keep], clean[i, ..., 0][keep])
+            np.testing.assert_array_equal(X[i, ..., 0][~keep], b[~keep])
+
+
+def test_fashionmnist_backgrounds(real_data):
+    (Xtr, Ytr), ts = mydatasets.load('fashionmnist_backgrounds')
+    check_set(Xtr, Ytr, 60000, [6000] * 10)
+    assert len(ts) == 7
+    clean = ts[0][0]
+    b = mybackgrounds.clock(32)
+    X = ts[5][0]
+    for i in [3, 500]:
+        keep = binary_dilation(clean[i, ..., 0] > 0, disk(2).astype(bool))
+        np.testing.assert_array_equal(X[i, ..., 0][keep], clean[i, ..., 0][keep])
+        np.testing.assert_array_equal(X[i, ..., 0][~keep], b[~keep])
+
+
+def test_mnist_noises(mnist_bg):
+    (Xtr, Ytr), ts = mydatasets.load('mnist_noises')
+    check_set(Xtr, Ytr, 60000, MNIST_TRAIN_COUNTS)
+    assert len(ts) == 20
+    clean = mnist_bg[1][0][0]
+    np.testing.assert_array_equal(ts[0][0], clean)          # rate 0: nothing added
+    outside = ~mybackgrounds.foreground(clean[:100])
+    fill = [X[:100, ..., 0][outside].mean() for X, _ in ts]
+    assert all(a <= b for a, b in zip(fill, fill[1:]))      # more salt as the rate grows
+    assert fill[-1] == 1.0                                   # rate 1: all white outside the digit
+    np.testing.assert_array_equal(ts[15][0], mybackgrounds.apply_background(clean, mybackgrounds.salt_pepper(32, 0.6)))
+
+
+def test_second_load_uses_array_cache(real_data, monkeypatch):
+    mydatasets.load('mnist')   # built (or already there)
+
+    def boom(*a, **k):
+        raise AssertionError('raw files decoded again')
+    monkeypatch.setattr(mydatasets, 'read_idx', boom)
+    (Xtr, _), _ = mydatasets.load('mnist')
+    assert Xtr.shape == (60000, 32, 32, 1)
+
+
+def test_truncated_cache_file_rebuilt(real_data, monkeypatch):
+    mydatasets.load('mnist')
+    d = os.path.join(mydatasets.cache_dir(), 'derived')
+    [f] = [f for f in os.listdir(d) if f.startswith('mnist-')]
+    with open(os.path.join(d, f), 'r+b') as fh:
+        fh.truncate(1000)
+    (Xtr, Ytr), _ = mydatasets.load('mnist')
+    assert Xtr.shape == (60000, 32, 32, 1) and np.bincount(Ytr).tolist() == MNIST_TRAIN_COUNTS
+
+
+def test_unknown_name():
+    with pytest.raises(mydatasets.DataError, match='valid names: .*mnist_backgrounds'):
+        mydatasets.load('mnits')
+
+
+def test_registry_has_every_name():
+    want = {'mnist', 'fashionmnist', 'cifar10', 'stl10', 'svhn', 'synthdigits', 'gtsrb', 'synsigns',
+            'dogsvscatsredux', 'prates', 'prates_masks', 'prates_backgen', 'cifar10_stl10', 'stl10_cifar10',
+            'gtsrb_synsigns', 'svhn_synthdigits', 'synthdigits_svhn', 'mnist_backgrounds',
+            'fashionmnist_backgrounds', 'mnist_noises', 'fashionmnist_noises'}
+    assert set(mydatasets.NAMES) == want
+    assert all(hasattr(mydatasets, n) for n in want)
+
+
+def test_cli_montage(real_data, tmp_path):
+    import imageio.v3 as iio
+    out = tmp_path / 'm.png'
+    r = subprocess.run([sys.executable, 'mydatasets.py', 'mnist_backgrounds', '--output', str(out), '--n', '4'],
+                       cwd=os.path.dirname(mydatasets.__file__), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert 'counts {0: 980, 1: 1135' in r.stdout and 'salt_pepper' in r.stdout
+    img = iio.imread(out)
+    assert img.shape == (8 * 34 - 2, 4 * 34 - 2)   # 8 rows (train + 7 tests) of 4 images
+
+
+def test_cli_unknown_and_offline(tmp_path):
+    env = dict(os.environ, BIAL_DATA_PATH=str(tmp_path), BIAL_CACHE=str(tmp_path / 'c'),
+               BIAL_MIRROR='http://127.0.0.1:9')   # port 9: nothing listens there
+    run = lambda *a: subprocess.run([sys.executable, 'mydatasets.py', *a, '--output', str(tmp_path / 'x.png')],
+                                    cwd=os.path.dirname(mydatasets.__file__), capture_output=True, text=True, env=env)
+    r = run('nope')
+    assert r.returncode == 1 and 'Traceback' not in r.stderr and 'valid names:' in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = run('mnist')
+    assert r.returncode == 1 and 'Traceback' not in r.stderr, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert 'train-images-idx3-ubyte.gz' in line and str(tmp_path) in line and 'http://127.0.0.1:9/mnist/' in line
+    assert not (tmp_path / 'x.png').exists()

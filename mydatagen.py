@@ -1,0 +1,165 @@
+"""Augmentation and batching, inside the TensorFlow graph.
+
+The published code augmented one image at a time in Python (Keras 2's ImageDataGenerator), which
+was most of its training time. Here one batch is transformed at once by a single
+ImageProjectiveTransformV3 call, with the same geometry as the published augmentation (SPEC.md,
+"Augmentation"): per image a random rotation, shift, shear (in degrees) and horizontal flip,
+composed into one affine map, bilinear, points outside filled from the nearest edge pixel; then
+brightness x U[0.8, 1.2], clipped at 1 from above.
+
+    ds = mydatagen.batches(X, Y, batch_size=8, seed=0)   # infinite; floor(N/8) steps an epoch
+    model.fit(ds, steps_per_epoch=len(X) // 8, epochs=...)
+
+    python mydatagen.py DATASET [--output augmented.png]  # a PNG of augmented training images
+"""
+import math
+
+import numpy as np
+import tensorflow as tf
+
+ROTATION = 15.0        # degrees, uniform in [-ROTATION, ROTATION]
+SHIFT = 0.15           # fraction of height / width
+SHEAR = 0.3            # degrees (what the published shear_range=0.3 meant)
+FLIP = 0.5             # probability of a horizontal flip
+BRIGHTNESS = (0.8, 1.2)
+
+
+class Augment:
+    """The ranges of the augmentation; `Augment.none()` is the identity."""
+
+    def __init__(self, rotation=ROTATION, shift=SHIFT, shear=SHEAR, flip=FLIP, brightness=BRIGHTNESS):
+        self.rotation, self.shift, self.shear, self.flip = rotation, shift, shear, flip
+        self.brightness = brightness
+
+    @classmethod
+    def none(cls):
+        return cls(0, 0, 0, 0, (1, 1))
+
+    def params(self, n, H, W, seed):
+        """Random parameters of n images from a stateless seed (shape [2]): a dict of (n,) tensors:
+        theta, shear (radians), dx, dy (pixels along columns / rows), flip (0/1), gain."""
+        seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 6)
+        u = lambda i, r: tf.random.stateless_uniform([n], seeds[i], -r, r)
+        deg = math.pi / 180
+        return {'theta': u(0, self.rotation * deg), 'dx': u(1, self.shift) * W, 'dy': u(2, self.shift) * H,
+                'flip': tf.cast(tf.random.stateless_uniform([n], seeds[3]) < self.flip, tf.float32),
+                'shear': u(4, self.shear * deg),
+                'gain': tf.random.stateless_uniform([n], seeds[5], self.brightness[0], self.brightness[1])}
+
+
+def matrices(p, H, W):
+    """(n, 3, 3) maps from output to input pixel coordinates (x = column, y = row), composed as
+    Keras 2.x's apply_affine_transform did (it builds rotation @ shift @ shear in (x, y) order
+    and applies it about the image centre), then the horizontal flip of the result."""
+    c, s = tf.cos(p['theta']), tf.sin(p['theta'])
+    one, zero = tf.ones_like(c), tf.zeros_like(c)
+    mat = lambda rows: tf.stack([tf.stack(r, -1) for r in rows], -2)
+    rot = mat([[c, -s, zero], [s, c, zero], [zero, zero, one]])
+    shift = mat([[one, zero, p['dx']], [zero, one, p['dy']], [zero, zero, one]])
+    shear = mat([[one, -tf.sin(p['shear']), zero], [zero, tf.cos(p['shear']), zero], [zero, zero, one]])
+    ox, oy = W / 2 - 0.5, H / 2 - 0.5
+    to_centre = tf.constant([[1, 0, -ox], [0, 1, -oy], [0, 0, 1]], tf.float32)
+    from_centre = tf.constant([[1, 0, ox], [0, 1, oy], [0, 0, 1]], tf.float32)
+    m = from_centre @ rot @ shift @ shear @ to_centre
+    f = p['flip']   # flip afterwards: output column x reads the transformed image at W-1-x
+    flip = mat([[1 - 2 * f, zero, f * (W - 1)], [zero, one, zero], [zero, zero, one]])
+    return m @ flip
+
+
+def warp(images, m, interpolation='BILINEAR'):
+    """Apply (n, 3, 3) output->input (x, y) maps to images (n, H, W, C), nearest-edge fill."""
+    t = tf.reshape(m, [-1, 9])[:, :8]   # a0 a1 a2 b0 b1 b2 c0 c1 (c0 = c1 = 0 for affine maps)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=t, output_shape=tf.shape(images)[1:3], fill_value=0.0,
+        interpolation=interpolation, fill_mode='NEAREST')
+
+
+def augment(images, seed, masks=None, aug=None):
+    """Augment a batch (n, H, W, C) float32 in [0, 1] with a stateless `seed` (shape [2]).
+    With `masks` (n, H, W, 1), the same geometric transform is applied to them (no brightness)
+    and (images, masks) is returned."""
+    aug = aug or Augment()
+    images = tf.convert_to_tensor(images, tf.float32)
+    n, H, W = tf.shape(images)[0], images.shape[1], images.shape[2]
+    p = aug.params(n, H, W, seed)
+    m = matrices(p, H, W)
+    both = images if masks is None else tf.concat([images, tf.cast(masks, tf.float32)], -1)
+    out = warp(both, m)
+    x = tf.minimum(out[..., :images.shape[-1]] * p['gain'][:, None, None, None], 1.0)
+    return x if masks is None else (x, out[..., images.shape[-1]:])
+
+
+def batches(X, Y=None, batch_size=8, seed=0, augment_data=True, masks=None, aug=None, start_epoch=0):
+    """An endless tf.data pipeline of (images, labels) batches (or (images, masks, labels) with
+    `masks`): reshuffled every epoch, floor(N / batch_size) full batches an epoch, augmented in
+    the graph, prefetched. Same seed, same batches. `start_epoch` continues the stream of a
+    resumed run with fresh randomness instead of replaying epoch 1."""
+    N = len(X)
+    if N < batch_size:
+        raise ValueError(f'batch size {batch_size} is larger than the {N} training images')
+    Xc = tf.constant(X)
+    tensors = [Xc] + ([tf.constant(masks)] if masks is not None else []) + ([tf.constant(Y)] if Y is not None else [])
+    seed = int(seed) + 1000003 * int(start_epoch)
+    # shuffle indices, not images: a 60,000-image shuffle buffer of copies costs memory and time
+    idx = (tf.data.Dataset.range(N).shuffle(N, seed=seed, reshuffle_each_iteration=True)
+           .batch(batch_size, drop_remainder=True).repeat())
+    ds = tf.data.Dataset.zip(idx, tf.data.Dataset.random(seed=seed).batch(2))
+
+    def make(i, s):
+        got = [tf.gather(t, i) for t in tensors]
+        if augment_data:
+            if masks is not None:
+                got[0], got[1] = augment(got[0], s, got[1], aug)
+            else:
+                got[0] = augment(got[0], s, aug=aug)
+        return tuple(got) if len(got) > 1 else got[0]
+
+    return ds.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+def steps_per_epoch(N, batch_size):
+    return N // batch_size
+
+
+def main():
+    import argparse
+    import sys
+    import time
+    import mydatasets
+    p = argparse.ArgumentParser(description='Write a PNG of augmented training images of a data set '
+                                '(first row: the originals; then augmented versions of them).')
+    p.add_argument('dataset', help=f'one of: {", ".join(mydatasets.NAMES)}')
+    p.add_argument('--output', help='PNG to write (default augmented-DATASET.png)')
+    p.add_argument('--n', type=int, default=10, help='images per row')
+    p.add_argument('--rows', type=int, default=5, help='augmented rows')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--benchmark', action='store_true',
+                   help='also print augmentation throughput (images/s) for batches of 8 and 128')
+    args = p.parse_args()
+    try:
+        (X, Y), _ = mydatasets.load(mydatasets.check_name(args.dataset))
+    except mydatasets.DataError as e:
+        p.exit(1, f'error: {e}\n')
+    X0 = X[:args.n]
+    rows = [list(X0)] + [list(augment(X0, [args.seed, r]).numpy()) for r in range(args.rows)]
+    out = args.output or f'augmented-{args.dataset}.png'
+    try:
+        mydatasets.save_png(out, mydatasets.montage(rows))
+    except OSError as e:
+        p.exit(1, f'error: cannot write {out}: {e}\n')
+    print(f'wrote {out}')
+    if args.benchmark:
+        for bs in (8, 128):
+            it = iter(batches(X, Y, bs, seed=args.seed))
+            for _ in range(20):
+                next(it)
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < 3:
+                next(it)
+                n += bs
+            print(f'augmentation pipeline, batch {bs}: {n / (time.perf_counter() - t0):,.0f} images/s '
+                  f'({X.shape[1]}x{X.shape[2]}x{X.shape[3]})', file=sys.stdout)
+
+
+if __name__ == '__main__':
+    main()

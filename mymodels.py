@@ -1,0 +1,205 @@
+"""The four networks of the paper (see SPEC.md, "Architectures"), Keras 3, 'same' padding.
+
+    classifier(shape, K)  small VGG-style classifier for images < 128 px      Adam 1e-3
+    vgg19(shape, K)       ImageNet VGG19 + two Dense 4096 for images >= 128 px  Adam 1e-5
+    unet(shape)           mask generator, sigmoid mask of shape (H, W, 1)      Adam 1e-5
+    gen(shape, tiles)     background generator, noise -> one tile               Adam 1e-5
+
+Every model saves to .keras (and .h5) and loads back with keras.models.load_model(path); the
+only custom layer (VGG19's input preprocessing) is registered, so importing this module is all
+that loading needs. `load(path, expect=...)` is the scripts' loader: it also reads the Keras 2
+.h5 files of the published code and says in one line what is wrong with a file that does not fit.
+"""
+import math
+import os
+import tempfile
+
+import keras
+from keras import layers
+
+LEARNING_RATE = {'classifier': 1e-3, 'vgg19': 1e-5, 'unet': 1e-5, 'gen': 1e-5}
+VGG_MEAN_BGR = [103.939, 116.779, 123.68]
+BIG = 128   # images this high or more use vgg19
+
+
+class ModelError(Exception):
+    """A model cannot be built or loaded; the message is one line meant for the user."""
+
+
+def _log2_blocks(h):
+    # n = log2(H/4) blocks (rounded down: 28 px gives 2 blocks, as in the published code)
+    n = int(math.log2(h / 4))
+    if n < 1:
+        raise ModelError(f'images of height {h} are too small for this architecture (need >= 8)')
+    return n
+
+
+def adam(kind):
+    return keras.optimizers.Adam(LEARNING_RATE[kind])
+
+
+def compile_classifier(model, lr):
+    model.compile(keras.optimizers.Adam(lr), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=['accuracy'])
+    return model
+
+
+def classifier(shape, K):
+    """n = log2(H/4) blocks of Conv(2^(i+5), relu) + MaxPool 2; Flatten; Dense 128 relu; Dense K logits."""
+    x = inp = keras.Input(shape, name='image')
+    for i in range(_log2_blocks(shape[0])):
+        x = layers.Conv2D(2 ** (i + 5), 3, padding='same', activation='relu')(x)
+        x = layers.MaxPooling2D(2)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(128, activation='relu')(x)
+    out = layers.Dense(K, name='logits')(x)
+    return compile_classifier(keras.Model(inp, out, name='classifier'), LEARNING_RATE['classifier'])
+
+
+@keras.saving.register_keras_serializable(package='bial')
+class VGGPreprocess(layers.Layer):
+    """[0, 1] RGB (or gray, repeated to 3 channels) -> what Keras' ImageNet VGG19 expects:
+    channels reversed to BGR, x*255 minus the ImageNet mean of each channel."""
+
+    def call(self, x):
+        if x.shape[-1] == 1:
+            x = keras.ops.repeat(x, 3, axis=-1)
+        return x[..., ::-1] * 255.0 - keras.ops.convert_to_tensor(VGG_MEAN_BGR, x.dtype)
+
+
+def vgg19(shape, K, weights='imagenet'):
+    """Keras VGG19 without top (ImageNet weights unless weights=None), Flatten, Dense 4096 relu x2, Dense K."""
+    inp = keras.Input(shape, name='image')
+    x = VGGPreprocess(name='vgg_preprocess')(inp)
+    try:
+        base = keras.applications.VGG19(include_top=False, weights=weights, input_shape=shape[:2] + (3,))
+    except Exception as e:   # a download that failed: urllib, OSError, ValueError... say it once
+        raise ModelError(f'could not get the ImageNet weights of VGG19 ({type(e).__name__}: '
+                         f'{str(e).splitlines()[0] if str(e) else ""}); use --weights none to start '
+                         'from random weights')
+    x = layers.Flatten()(base(x))
+    x = layers.Dense(4096, activation='relu')(x)
+    x = layers.Dense(4096, activation='relu')(x)
+    out = layers.Dense(K, name='logits')(x)
+    return compile_classifier(keras.Model(inp, out, name='vgg19_classifier'), LEARNING_RATE['vgg19'])
+
+
+def build_classifier(shape, K, weights='imagenet'):
+    """The paper's choice: the small classifier below 128 px, VGG19 from 128 px up."""
+    return vgg19(shape, K, weights) if shape[0] >= BIG else classifier(shape, K)
+
+
+def unet(shape):
+    """U-Net: n = log2(H/4) down blocks Conv(2^(i+5)) kept as skip + MaxPool; bottom Conv(2^(n+4));
+    up blocks (deepest first) UpSampling, Conv(2^(n-1-i+5)), Concatenate skip; 1x1 Conv sigmoid."""
+    n = _log2_blocks(shape[0])
+    x = inp = keras.Input(shape, name='image')
+    skips = []
+    for i in range(n):
+        x = layers.Conv2D(2 ** (i + 5), 3, padding='same', activation='relu')(x)
+        skips.append(x)
+        x = layers.MaxPooling2D(2)(x)
+    x = layers.Conv2D(2 ** (n + 4), 3, padding='same', activation='relu')(x)
+    for i in range(n):
+        x = layers.UpSampling2D(2)(x)
+        x = layers.Conv2D(2 ** (n - 1 - i + 5), 3, padding='same', activation='relu')(x)
+        x = layers.Concatenate()([x, skips[n - 1 - i]])
+    out = layers.Conv2D(1, 1, activation='sigmoid', name='mask')(x)
+    return keras.Model(inp, out, name='unet')
+
+
+def gen_geometry(shape, tiles):
+    """(tile side, noise side d, upsamplings n) of the background generator, or ModelError."""
+    H, W = shape[:2]
+    if int(tiles) != tiles or tiles < 1:
+        raise ModelError(f'the background generator cannot build images from {tiles} tiles: tiles must be >= 1')
+    if H != W or H % (2 * tiles) or (H // (2 * tiles)) % 2:
+        raise ModelError(f'the background generator cannot build {H}x{W} images from {tiles}x{tiles} '
+                         f'tiles: it needs square images whose side divided by 2*tiles is even '
+                         f'({H}/{2 * tiles} = {H / (2 * tiles):g})')
+    tile = H // tiles
+    t = (tile & -tile).bit_length() - 1          # times 2 divides the tile side
+    d = max(tile // 2 ** t, 4)
+    return tile, d, int(math.log2(tile // d))
+
+
+def gen(shape, tiles=2):
+    """Background generator for one tile of (H/tiles, W/tiles, C): normal noise of size d*d*C,
+    reshaped (d, d, C); Conv(2^(n+5)) LeakyReLU 0.2; n x (UpSampling, Conv(2^(n-1-i+5)) LeakyReLU);
+    1x1 Conv to C, sigmoid."""
+    C = shape[2]
+    tile, d, n = gen_geometry(shape, tiles)
+    inp = keras.Input((d * d * C,), name='noise')
+    x = layers.Reshape((d, d, C))(inp)
+    x = layers.Conv2D(2 ** (n + 5), 3, padding='same')(x)
+    x = layers.LeakyReLU(0.2)(x)
+    for i in range(n):
+        x = layers.UpSampling2D(2)(x)
+        x = layers.Conv2D(2 ** (n - 1 - i + 5), 3, padding='same')(x)
+        x = layers.LeakyReLU(0.2)(x)
+    out = layers.Conv2D(C, 1, activation='sigmoid', name='background')(x)
+    return keras.Model(inp, out, name='gen')
+
+
+def noise_size(gen_model):
+    return gen_model.input_shape[-1]
+
+
+# ----------------------------------------------------------------------------------------------
+# Saving and loading
+
+def save(model, path):
+    """model.save through a temporary file in the same folder, renamed when complete: an
+    interrupted save never leaves a broken file under `path`."""
+    d = os.path.dirname(os.path.abspath(path))
+    ext = os.path.splitext(path)[1]
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.part' + ext, dir=d)
+    os.close(fd)
+    try:
+        os.remove(tmp)   # Keras refuses some existing targets; it only needs the name
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def kind_of(model):
+    """'classifier', 'unet' or 'gen', from the model's inputs and outputs."""
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        return 'unknown'
+    ins, outs = model.input_shape, model.output_shape
+    if len(ins) == 2 and len(outs) == 4:
+        return 'gen'
+    if len(ins) == 4 and len(outs) == 4 and outs[-1] == 1:
+        return 'unet'
+    if len(ins) == 4 and len(outs) == 2:
+        return 'classifier'
+    return 'unknown'
+
+
+def load(path, expect=None, shape=None, classes=None):
+    """Load a .keras file, or a .h5 file (this project's or the published code's Keras 2 ones),
+    without compiling; check it is a `expect` model taking images of `shape` with `classes`
+    outputs. Raises ModelError with a one-line reason."""
+    if not os.path.isfile(path):
+        raise ModelError(f'model file {path} does not exist')
+    if not os.access(path, os.R_OK):
+        raise ModelError(f'model file {path} is not readable')
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f'cannot load model {path}: {msg[:300]}')
+    kind = kind_of(model)
+    if expect and kind != expect:
+        names = {'classifier': 'a classifier (phase 1 or 3)', 'unet': 'a mask generator (phase 2)',
+                 'gen': 'a background generator'}
+        raise ModelError(f'{path} is {names.get(kind, "not a model of this project")}, '
+                         f'but {names[expect]} is expected here')
+    if shape is not None and tuple(model.input_shape[1:]) != tuple(shape):
+        raise ModelError(f'{path} takes images of shape {tuple(model.input_shape[1:])}, '
+                         f'but the data set has {tuple(shape)}')
+    if classes is not None and model.output_shape[-1] != classes:
+        raise ModelError(f'{path} has {model.output_shape[-1]} outputs, but the data set has {classes} classes')
+    return model

@@ -13,9 +13,14 @@ brightness x U[0.8, 1.2], clipped at 1 from above.
     python mydatagen.py DATASET [--output augmented.png]  # a PNG of augmented training images
 """
 import math
+import os
 
 import numpy as np
-import tensorflow as tf
+
+import mydatasets
+
+mydatasets.quiet_tensorflow()
+import tensorflow as tf  # noqa: E402
 
 ROTATION = 15.0        # degrees, uniform in [-ROTATION, ROTATION]
 SHIFT = 0.15           # fraction of height / width
@@ -95,8 +100,7 @@ def batches(X, Y=None, batch_size=8, seed=0, augment_data=True, masks=None, aug=
     the graph, prefetched. Same seed, same batches. `start_epoch` continues the stream of a
     resumed run with fresh randomness instead of replaying epoch 1."""
     N = len(X)
-    if N < batch_size:
-        raise ValueError(f'batch size {batch_size} is larger than the {N} training images')
+    check_batch(N, batch_size)
     Xc = tf.constant(X)
     tensors = [Xc] + ([tf.constant(masks)] if masks is not None else []) + ([tf.constant(Y)] if Y is not None else [])
     seed = int(seed) + 1000003 * int(start_epoch)
@@ -115,6 +119,21 @@ def batches(X, Y=None, batch_size=8, seed=0, augment_data=True, masks=None, aug=
         return tuple(got) if len(got) > 1 else got[0]
 
     return ds.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+def with_backgrounds(ds, crops, batch_size):
+    """(images, labels) batches -> (images, backgrounds, labels), backgrounds drawn from the
+    endless generator `crops` of (H, W, C) arrays (phase 3, back=real)."""
+    first = next(crops)
+    bg = (tf.data.Dataset.from_generator(lambda: crops, output_signature=tf.TensorSpec(first.shape, tf.float32))
+          .batch(batch_size, drop_remainder=True))
+    return tf.data.Dataset.zip(ds, bg).map(lambda xy, b: (xy[0], b, xy[1])).prefetch(tf.data.AUTOTUNE)
+
+
+def check_batch(N, batch_size):
+    from mydatasets import UserError
+    if N < batch_size:
+        raise UserError(f'batch size {batch_size} is larger than the {N} training images')
 
 
 def steps_per_epoch(N, batch_size):

@@ -12,6 +12,7 @@ file that is renamed once complete and verified. Decoded arrays are kept in the 
 
     python mydatasets.py NAME [--output montage.png]   # shapes, ranges, label counts, a montage
 """
+import argparse
 import gzip
 import hashlib
 import io
@@ -37,7 +38,11 @@ TIMEOUT = 30                        # seconds without a byte before an attempt f
 DERIVED_VERSION = 1                 # bump when a decoder changes, to invalidate cached arrays
 
 
-class DataError(Exception):
+class UserError(Exception):
+    """Bad input or a missing resource: the scripts print the message as one line and exit 1."""
+
+
+class DataError(UserError):
     """A data set cannot be had; the message is one line meant for the user."""
 
 
@@ -756,6 +761,112 @@ def check_name(name):
 def load(name):
     """(Xtr, Ytr), [(Xts, Yts), ...] of a data set by name; DataError if it cannot be had."""
     return DATASETS[check_name(name)][0]()
+
+
+def subset(sets, n_train=None, n_test=None):
+    """The first n_train training images and the first n_test of each test set (quick trials)."""
+    (Xtr, Ytr), ts = sets
+    cut = lambda X, Y, n: (X[:n], Y[:n]) if n else (X, Y)
+    return cut(Xtr, Ytr, n_train), [cut(X, Y, n_test) for X, Y in ts]
+
+
+# ----------------------------------------------------------------------------------------------
+# Command lines (shared by every script): one-line errors, checked arguments
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (`prog: error: ...`) and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f'{self.prog}: error: {message}\n')
+
+
+def dataset_arg(name):
+    try:
+        return check_name(name)
+    except DataError as e:
+        raise argparse.ArgumentTypeError(str(e))
+
+
+def positive_int(s):
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{s!r} is not a whole number')
+    if v < 1:
+        raise argparse.ArgumentTypeError(f'must be at least 1, got {v}')
+    return v
+
+
+def fraction(s):
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{s!r} is not a number')
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f'must be strictly between 0 and 1, got {v:g}')
+    return v
+
+
+def check_output_file(path, exts=('.keras', '.h5')):
+    """A model file we may write: a known extension, in an existing, writable folder."""
+    if os.path.splitext(path)[1] not in exts:
+        raise UserError(f'output {path}: the file name must end in {" or ".join(exts)}')
+    return check_writable_dir(os.path.dirname(os.path.abspath(path)), f'output {path}')
+
+
+def check_writable_dir(d, what):
+    if not os.path.isdir(d):
+        raise UserError(f'{what}: folder {d} does not exist')
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise UserError(f'{what}: folder {d} is not writable')
+    return d
+
+
+def check_picture_dir(d):
+    """A folder for pictures: made if its parent exists and is writable."""
+    if not os.path.isdir(d):
+        check_writable_dir(os.path.dirname(os.path.abspath(d)) or '.', f'picture folder {d}')
+    else:
+        check_writable_dir(d, f'picture folder {d}')
+    return d
+
+
+def quiet_tensorflow():
+    """Import TensorFlow without its C++ start-up chatter (CUDA probing on a CPU-only machine),
+    which is written straight to file descriptor 2 before its logging is set up, even with
+    TF_CPP_MIN_LOG_LEVEL set from inside Python. Errors still raise as usual."""
+    if 'tensorflow' in sys.modules:
+        return
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        import tensorflow as tf
+        tf.constant(0) + 1   # device start-up happens at the first operation
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+INTERRUPT_HINT = None   # what to say on Ctrl-C (set by a training run: where its checkpoint is)
+
+
+def run_main(main):
+    """Run a script's main(): bad input and missing resources end in one line on stderr and
+    exit 1; Ctrl-C in a one-line note and exit 130. No traceback for either."""
+    try:
+        main()
+    except UserError as e:
+        print(f'error: {e}', file=sys.stderr)
+        sys.exit(1)
+    except OSError as e:   # disk full, permissions changed under us...
+        print(f'error: {e.strerror or e}{": " + str(e.filename) if e.filename else ""}', file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        hint = f'; run the same command with --resume to continue from {INTERRUPT_HINT}' if INTERRUPT_HINT else ''
+        print(f'\ninterrupted{hint}', file=sys.stderr)
+        sys.exit(130)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -14,15 +14,18 @@ import math
 import os
 import tempfile
 
-import keras
-from keras import layers
+from mydatasets import UserError, quiet_tensorflow
+
+quiet_tensorflow()
+import keras  # noqa: E402
+from keras import layers  # noqa: E402
 
 LEARNING_RATE = {'classifier': 1e-3, 'vgg19': 1e-5, 'unet': 1e-5, 'gen': 1e-5}
 VGG_MEAN_BGR = [103.939, 116.779, 123.68]
 BIG = 128   # images this high or more use vgg19
 
 
-class ModelError(Exception):
+class ModelError(UserError):
     """A model cannot be built or loaded; the message is one line meant for the user."""
 
 
@@ -203,3 +206,448 @@ def load(path, expect=None, shape=None, classes=None):
     if classes is not None and model.output_shape[-1] != classes:
         raise ModelError(f'{path} has {model.output_shape[-1]} outputs, but the data set has {classes} classes')
     return model
+
+
+# ----------------------------------------------------------------------------------------------
+# Masks: binarized per image, inside the graph
+
+BINARIZE = ['otsu', '0.5', 'quantile', 'none']
+
+
+def otsu_threshold(M, nbins=256):
+    """Per-image Otsu threshold of a batch (n, ...), computed as skimage.filters.threshold_otsu
+    does: a 256-bin histogram over the image's own [min, max] (numpy's bin edges, float32), the
+    bin centre that maximises the between-class variance; a constant image gives its value."""
+    import tensorflow as tf
+    v = tf.reshape(tf.cast(M, tf.float32), [tf.shape(M)[0], -1])
+    lo, hi = tf.reduce_min(v, 1, keepdims=True), tf.reduce_max(v, 1, keepdims=True)
+    # edges as np.linspace makes them (in float64, then rounded to float32)
+    k = tf.range(nbins + 1, dtype=tf.float64)[None] / nbins
+    lo64, hi64 = tf.cast(lo, tf.float64), tf.cast(hi, tf.float64)
+    edges = tf.cast(lo64 + (hi64 - lo64) * k, tf.float32)                        # (n, nbins+1)
+    span = tf.where(hi > lo, hi - lo, tf.ones_like(hi))
+    idx = tf.clip_by_value(tf.cast(tf.floor((v - lo) * (nbins / span)), tf.int32), 0, nbins - 1)
+    # numpy's correction of values that fell on the wrong side of an edge by rounding
+    idx = tf.where(v < tf.gather(edges, idx, batch_dims=1), idx - 1, idx)
+    idx = tf.where((v >= tf.gather(edges, idx + 1, batch_dims=1)) & (idx < nbins - 1), idx + 1, idx)
+    counts = tf.cast(tf.math.bincount(idx, minlength=nbins, maxlength=nbins, axis=-1), tf.float32)
+    centres = (edges[:, :-1] + edges[:, 1:]) / 2
+    w1 = tf.cumsum(counts, 1)
+    w2 = tf.cumsum(counts, 1, reverse=True)
+    m1 = tf.cumsum(counts * centres, 1) / tf.maximum(w1, 1e-30)
+    m2 = tf.cumsum(counts * centres, 1, reverse=True) / tf.maximum(w2, 1e-30)
+    var12 = w1[:, :-1] * w2[:, 1:] * (m1[:, :-1] - m2[:, 1:]) ** 2
+    t = tf.gather(centres, tf.argmax(var12, 1, output_type=tf.int32), batch_dims=1)
+    return tf.where(hi[:, 0] > lo[:, 0], t, lo[:, 0])
+
+
+def quantile(M, q):
+    """Per-image quantile of a batch (n, ...), numpy's default (linear) interpolation."""
+    import tensorflow as tf
+    v = tf.sort(tf.reshape(tf.cast(M, tf.float32), [tf.shape(M)[0], -1]), 1)
+    pos = q * tf.cast(tf.shape(v)[1] - 1, tf.float32)
+    i = tf.cast(tf.floor(pos), tf.int32)
+    j = tf.minimum(i + 1, tf.shape(v)[1] - 1)
+    return v[:, i] + (v[:, j] - v[:, i]) * (pos - tf.cast(i, tf.float32))
+
+
+def binarize(M, mode, area=0.2):
+    """Soft masks (n, H, W, C) -> per-image binary masks (float 0/1), or the soft mask for 'none'."""
+    import tensorflow as tf
+    M = tf.cast(M, tf.float32)
+    if mode == 'none':
+        return M
+    if mode == '0.5':
+        t = tf.fill([tf.shape(M)[0]], 0.5)
+    elif mode == 'otsu':
+        t = otsu_threshold(M)
+    elif mode == 'quantile':
+        t = quantile(M, 1 - area)
+    else:
+        raise ValueError(f'unknown binarize mode {mode!r}; one of {", ".join(BINARIZE)}')
+    return tf.cast(M >= t[:, None, None, None], tf.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Phase 2 and phase 3 as Keras models with their own train_step: fit() drives them
+
+def _ce(Y, logits):
+    return keras.ops.mean(keras.losses.sparse_categorical_crossentropy(Y, logits, from_logits=True))
+
+
+def total_variation(M):
+    return (keras.ops.mean(keras.ops.abs(M[:, 1:] - M[:, :-1])) +
+            keras.ops.mean(keras.ops.abs(M[:, :, 1:] - M[:, :, :-1])))
+
+
+class MaskTrainer(keras.Model):
+    """Phase 2: train the U-Net so that the frozen classifier still recognises X*M, with masks
+    pushed below `area` of the image and kept smooth (total variation)."""
+
+    def __init__(self, classifier, unet, area=0.2, tv=0.1, loss='abs', **kw):
+        super().__init__(**kw)
+        self.classifier, self.unet = classifier, unet
+        self.classifier.trainable = False
+        self.area, self.tv, self.squared = area, tv, loss == 'squared'
+        self.ce_mean, self.loss_mean = keras.metrics.Mean(name='ce'), keras.metrics.Mean(name='mask_loss')
+
+    def call(self, X, training=False):
+        return self.unet(X, training=training)
+
+    @property
+    def metrics(self):
+        return [self.ce_mean, self.loss_mean]
+
+    def train_step(self, data):
+        import tensorflow as tf
+        X, Y = data
+        with tf.GradientTape() as tape:
+            M = self.unet(X, training=True)
+            ce = _ce(Y, self.classifier(X * M, training=False))
+            over = tf.nn.relu(tf.reduce_mean(M, [1, 2, 3]) - self.area)
+            loss = ce + tf.reduce_mean(over ** 2 if self.squared else over) + self.tv * total_variation(M)
+        variables = self.unet.trainable_variables
+        self.optimizer.apply(tape.gradient(loss, variables), variables)
+        self.ce_mean.update_state(ce)
+        self.loss_mean.update_state(loss)
+        return {'ce': self.ce_mean.result(), 'mask_loss': self.loss_mean.result()}
+
+
+BACKS = ['black', 'noise', 'adv', 'real']
+
+
+class BackgroundTrainer(keras.Model):
+    """Phase 3: the classifier learns on Z = X*M + B*(1-M) while, with back='adv', the generator
+    paints the backgrounds B that maximise the classifier's loss. The mask M is computed on the
+    very (augmented) image that is trained on. masks: a U-Net, 'heuristic' (X > 0) or 'manual'
+    (given with each batch). Backgrounds 'real' come with each batch too."""
+
+    def __init__(self, classifier, masks='heuristic', binarize_mode='otsu', back='adv', gen=None, tiles=2,
+                 area=0.2, seed=None, **kw):
+        super().__init__(**kw)
+        self.classifier, self.back, self.gen, self.tiles = classifier, back, gen, tiles
+        self.unet = masks if isinstance(masks, keras.Model) else None
+        if self.unet is not None:
+            self.unet.trainable = False
+        self.mask_source = 'unet' if self.unet is not None else masks
+        self.binarize_mode, self.area = binarize_mode, area
+        self.seeds = keras.random.SeedGenerator(seed)
+        self.ce_mean, self.adv_mean = keras.metrics.Mean(name='ce'), keras.metrics.Mean(name='adv_loss')
+
+    def compile(self, optimizer, gen_optimizer=None, **kw):
+        super().compile(optimizer=optimizer, **kw)
+        self.gen_optimizer = gen_optimizer
+
+    def call(self, X, training=False):
+        return self.classifier(X, training=training)
+
+    def build_all(self, X):
+        """Build the model and the optimisers' slots (so a checkpoint can be loaded into them)."""
+        self(X)
+        if self.gen is not None:
+            self.gen(keras.ops.zeros((1, noise_size(self.gen))))
+            self.gen_optimizer.build(self.gen.trainable_variables)
+        self.optimizer.build(self.classifier.trainable_variables)
+
+    @property
+    def metrics(self):
+        return [self.ce_mean, self.adv_mean]
+
+    def masks(self, X, given=None):
+        import tensorflow as tf
+        if self.mask_source == 'manual':
+            soft = given
+        elif self.mask_source == 'heuristic':
+            soft = tf.cast(X > 0, tf.float32)
+        else:
+            soft = self.unet(X, training=False)
+        return tf.stop_gradient(binarize(soft, self.binarize_mode, self.area)), soft
+
+    def adversarial_backgrounds(self, n, training=True):
+        """tiles x tiles independent generator draws, each from its own normal noise, assembled
+        into full images; one generator call for all n * tiles^2 tiles."""
+        import tensorflow as tf
+        t = self.tiles
+        z = keras.random.normal([n * t * t, noise_size(self.gen)], seed=self.seeds)
+        tiles = self.gen(z, training=training)                            # (t*t*n, th, tw, C)
+        th, tw, C = tiles.shape[1:]
+        B = tf.reshape(tiles, [t, t, n, th, tw, C])                        # (row, col, n, ...)
+        return tf.reshape(tf.transpose(B, [2, 0, 3, 1, 4, 5]), [n, t * th, t * tw, C])
+
+    def composite(self, X, M, B):
+        return X * M + B * (1 - M)
+
+    def train_step(self, data):
+        import tensorflow as tf
+        data = list(data)
+        X, Y = data[0], data[-1]
+        given_masks = data[1] if self.mask_source == 'manual' else None
+        B = data[-2] if self.back == 'real' else None
+        M, _ = self.masks(X, given_masks)
+        with tf.GradientTape(persistent=True) as tape:
+            if self.back == 'adv':
+                B = self.adversarial_backgrounds(tf.shape(X)[0])
+            elif self.back == 'noise':
+                B = keras.random.normal(tf.shape(X), seed=self.seeds)
+            elif self.back == 'black':
+                B = tf.zeros_like(X)
+            ce = _ce(Y, self.classifier(self.composite(X, M, B), training=True))
+            adv = -ce
+            if self.back == 'adv' and X.shape[-1] == 1:
+                adv += tf.nn.relu(tf.reduce_mean(B) - 0.5)   # keeps 1-channel backgrounds from going all white
+        variables = self.classifier.trainable_variables
+        self.optimizer.apply(tape.gradient(ce, variables), variables)
+        if self.back == 'adv':
+            variables = self.gen.trainable_variables
+            self.gen_optimizer.apply(tape.gradient(adv, variables), variables)
+        else:
+            adv = tf.zeros_like(ce)
+        del tape
+        self.ce_mean.update_state(ce)
+        self.adv_mean.update_state(adv)
+        return {'ce': self.ce_mean.result(), 'adv_loss': self.adv_mean.result()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Running a phase (shared by the scripts): arguments, evaluation, checkpoints and resume, errors
+
+class Evaluator:
+    """Accuracy of a classifier on named sets at a large batch size. The tf.data pipelines are
+    built once, so the arrays are not copied again at every epoch."""
+
+    def __init__(self, sets, batch_size=512):
+        import tensorflow as tf
+        self.names = [n for n, _ in sets]
+        self.data = {n: tf.data.Dataset.from_tensor_slices((X, Y.astype('int32'))).batch(batch_size).prefetch(2)
+                     for n, (X, Y) in sets}
+        self.sizes = {n: len(Y) for n, (_, Y) in sets}
+        self._fns = {}
+
+    def _counter(self, model):
+        import tensorflow as tf
+        if id(model) not in self._fns:
+            @tf.function(reduce_retracing=True)
+            def correct(x, y):
+                pred = tf.argmax(model(x, training=False), -1, output_type=tf.int32)
+                return tf.reduce_sum(tf.cast(pred == y, tf.int64))
+            self._fns[id(model)] = correct
+        return self._fns[id(model)]
+
+    def __call__(self, model, names=None):
+        correct = self._counter(model)
+        out = {}
+        for n in names or self.names:
+            out[n] = float(sum(int(correct(x, y)) for x, y in self.data[n])) / self.sizes[n]
+        return out
+
+
+class EpochReport(keras.callbacks.Callback):
+    """After each epoch: accuracy of `classifier` on the named sets (all by default), added to the
+    epoch's logs, which fit's progress line and the CSV log show. `fixed`: numbers computed once
+    (phase 2, whose classifier is frozen and whose accuracies cannot change)."""
+
+    def __init__(self, evaluator, classifier, names=None, fixed=None):
+        super().__init__()
+        self.evaluator, self.classifier, self.names, self.fixed = evaluator, classifier, names, fixed
+        self.last = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        acc = self.fixed if self.fixed is not None else self.evaluator(self.classifier, self.names)
+        self.last = acc
+        if logs is not None:   # fit's progress line and the CSV log show them from here
+            logs.update({f'acc_{n}': a for n, a in acc.items()})
+
+
+class CSVLog(keras.callbacks.Callback):
+    """One row per epoch (1-based) with every number of the epoch's logs, flushed at once.
+    (Keras' CSVLogger adds empty val_* columns when there is no validation data.)"""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def on_epoch_end(self, epoch, logs=None):
+        import csv
+        logs = logs or {}
+        header = None
+        if os.path.exists(self.path) and os.path.getsize(self.path):
+            with open(self.path, newline='') as f:
+                header = next(csv.reader(f), None)
+        with open(self.path, 'a', newline='') as f:
+            w = csv.writer(f)
+            if not header:
+                header = ['epoch'] + sorted(logs)
+                w.writerow(header)
+            w.writerow([epoch + 1] + [float(logs[k]) if k in logs else '' for k in header[1:]])
+            f.flush()
+            os.fsync(f.fileno())
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """At each epoch's end: the whole training state (every model's weights, the optimisers, the
+    random generator) and a copy of the CSV log, written into `DIR/epoch-NNNN.tmp/` and renamed
+    to `DIR/epoch-NNNN/` once complete; older checkpoints are removed after. A kill at any moment
+    leaves the previous complete checkpoint in place."""
+
+    def __init__(self, directory, log_path, config):
+        super().__init__()
+        self.directory, self.log_path, self.config = directory, log_path, config
+
+    def on_epoch_end(self, epoch, logs=None):
+        import json
+        import shutil
+        os.makedirs(self.directory, exist_ok=True)
+        final = os.path.join(self.directory, f'epoch-{epoch + 1:04d}')
+        tmp = final + '.tmp'
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        self.model.save_weights(os.path.join(tmp, 'state.weights.h5'))
+        if os.path.exists(self.log_path):
+            shutil.copyfile(self.log_path, os.path.join(tmp, 'log.csv'))
+        with open(os.path.join(tmp, 'meta.json'), 'w') as f:
+            json.dump({'epoch': epoch + 1, 'config': self.config}, f)
+        os.rename(tmp, final)
+        for d in os.listdir(self.directory):
+            if d.startswith('epoch-') and d != os.path.basename(final):
+                shutil.rmtree(os.path.join(self.directory, d), ignore_errors=True)
+
+
+class Run:
+    """The files of one training run: the final model OUTPUT, its CSV log OUTPUT-log.csv and its
+    checkpoints in OUTPUT-checkpoint/ (all beside OUTPUT)."""
+
+    def __init__(self, output, config, resume=False):
+        stem = os.path.splitext(output)[0]
+        self.output, self.config, self.resume = output, config, resume
+        self.log_path = stem + '-log.csv'
+        self.directory = stem + '-checkpoint'
+        import mydatasets
+        mydatasets.INTERRUPT_HINT = self.directory
+
+    def latest(self):
+        import shutil
+        if not os.path.isdir(self.directory):
+            return None
+        for d in os.listdir(self.directory):
+            if d.endswith('.tmp'):   # a checkpoint whose writing was interrupted
+                shutil.rmtree(os.path.join(self.directory, d), ignore_errors=True)
+        done = sorted(d for d in os.listdir(self.directory) if d.startswith('epoch-'))
+        return os.path.join(self.directory, done[-1]) if done else None
+
+    def restore(self, model):
+        """With resume: load the latest checkpoint into `model` (built, optimisers built) and
+        return the number of epochs it holds; else start over and return 0."""
+        import json
+        import shutil
+        latest = self.latest()
+        if not self.resume or latest is None:
+            if self.resume:
+                print('note: no checkpoint to resume from; starting from epoch 1', file=sys_stderr())
+            shutil.rmtree(self.directory, ignore_errors=True)
+            if os.path.exists(self.log_path):
+                os.remove(self.log_path)
+            return 0
+        state = os.path.join(latest, 'state.weights.h5')
+        try:
+            with open(os.path.join(latest, 'meta.json')) as f:
+                meta = json.load(f)
+            model.load_weights(state)
+        except Exception as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(f'checkpoint {state} cannot be read ({msg[:200]}); run without --resume to start over')
+        different = {k: (v, self.config.get(k)) for k, v in meta['config'].items() if self.config.get(k) != v}
+        if different:
+            k, (old, new) = next(iter(different.items()))
+            raise ModelError(f'checkpoint {latest} was made with {k}={old}, not {new}; '
+                             'use the same settings, or run without --resume to start over')
+        log = os.path.join(latest, 'log.csv')
+        if os.path.exists(log):
+            shutil.copyfile(log, self.log_path)   # drops rows of an epoch that was not checkpointed
+        print(f'resuming after epoch {meta["epoch"]} from {latest}', file=sys_stderr())
+        return meta['epoch']
+
+    def callbacks(self, report):
+        return [report, CSVLog(self.log_path), Checkpointer(self.directory, self.log_path, self.config)]
+
+    def finish(self):
+        import shutil
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def sys_stderr():
+    import sys
+    return sys.stderr
+
+
+def csv_line(accuracies):
+    """The published scripts' result line: the command, then the accuracies, comma-separated."""
+    import sys
+    return ','.join(['-'.join(sys.argv)] + [str(a) for a in accuracies])
+
+
+def fit_verbosity():
+    import sys
+    return 1 if sys.stdout.isatty() else 2
+
+
+def setup(seed=None):
+    """Quiet TensorFlow, seeds everywhere (Python, numpy, TensorFlow) when given."""
+    import logging
+    import warnings
+    logging.getLogger('absl').setLevel(logging.ERROR)
+    warnings.filterwarnings('ignore', message='You are saving your model as an HDF5 file')
+    warnings.filterwarnings('ignore', message='Skipping variable loading for optimizer')
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+
+
+class MaskPictures(keras.callbacks.Callback):
+    """Phase 2 --debug: per epoch one PNG, DIR/masks-epoch-NNN.png: the images, their soft masks
+    and their binarized masks (one row each)."""
+
+    def __init__(self, unet, X, mode, area, directory):
+        super().__init__()
+        self.unet, self.X, self.mode, self.area, self.directory = unet, X, mode, area, directory
+
+    def on_epoch_end(self, epoch, logs=None):
+        import mydatasets
+        soft = self.unet(self.X, training=False)
+        hard = binarize(soft, self.mode, self.area)
+        rows = [list(self.X), list(_gray_to(soft.numpy(), self.X)), list(_gray_to(hard.numpy(), self.X))]
+        os.makedirs(self.directory, exist_ok=True)
+        mydatasets.save_png(os.path.join(self.directory, f'masks-epoch-{epoch + 1:03d}.png'),
+                            mydatasets.montage(rows, invert_gray=False))
+
+
+def _gray_to(M, X):
+    """Masks (n, H, W, 1) shown beside images with X's channel count."""
+    import numpy as np
+    return np.repeat(M, X.shape[-1], -1) if M.shape[-1] != X.shape[-1] else M
+
+
+class CompositePictures(keras.callbacks.Callback):
+    """Phase 3 --imsave: per epoch and test set one PNG, DIR/epoch-NNN-SET.png, rows: the
+    images, their soft masks, binarized masks, and the composites the classifier is trained on."""
+
+    def __init__(self, trainer, sets, directory, n=12):
+        super().__init__()
+        self.trainer, self.sets, self.directory, self.n = trainer, sets, directory, n
+
+    def on_epoch_end(self, epoch, logs=None):
+        import numpy as np
+        import mydatasets
+        t = self.trainer
+        os.makedirs(self.directory, exist_ok=True)
+        for name, X in self.sets:
+            X = X[:self.n]
+            hard, soft = t.masks(X)
+            if t.back == 'adv':
+                B = t.adversarial_backgrounds(len(X), training=False)
+            elif t.back == 'noise':
+                B = keras.random.normal(X.shape, seed=t.seeds)
+            else:
+                B = np.zeros_like(X)   # black; 'real' pictures show black as well
+            Z = np.clip(t.composite(X, hard, B).numpy(), 0, 1)
+            rows = [list(X), list(_gray_to(np.asarray(soft), X)), list(_gray_to(hard.numpy(), X)), list(Z)]
+            mydatasets.save_png(os.path.join(self.directory, f'epoch-{epoch + 1:03d}-{name}.png'),
+                                mydatasets.montage(rows, invert_gray=False))

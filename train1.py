@@ -1,0 +1,65 @@
+"""Phase 1: train the classifier alone on the augmented training set.
+
+    python train1.py mnist_backgrounds --epochs 100 --batchsize 8 --output mnist-phase1.keras
+
+Images under 128 px use the small VGG-style classifier, from 128 px the ImageNet VGG19 one.
+Validation on the last test set after each epoch; at the end one CSV line (the command, the
+accuracy on the training set, then on each test set) and the model saved to --output.
+"""
+import mydatasets as md
+
+EPOCHS = 100
+BATCHSIZE = 8
+EVAL_BATCHSIZE = 512   # evaluation only: big batches, same numbers, far less overhead
+
+
+def main():
+    p = md.ArgumentParser(description=__doc__.split('\n')[1], epilog=f'Data sets: {", ".join(md.NAMES)}.')
+    p.add_argument('dataset', type=md.dataset_arg, help='data set name')
+    p.add_argument('--epochs', type=md.positive_int, default=EPOCHS)
+    p.add_argument('--batchsize', type=md.positive_int, default=BATCHSIZE, help='training batch size')
+    p.add_argument('--eval-batchsize', type=md.positive_int, default=EVAL_BATCHSIZE, help='evaluation batch size')
+    p.add_argument('--lr', type=float, help='learning rate (default: 1e-3, or 1e-5 for VGG19)')
+    p.add_argument('--output', help='model file, .keras or .h5 (default: DATASET-phase1.keras)')
+    p.add_argument('--weights', choices=['imagenet', 'none'], default='imagenet',
+                   help='VGG19 start (images >= 128 px): ImageNet weights (a download) or random')
+    p.add_argument('--seed', type=int, help='seed for every random choice (reproducible runs)')
+    p.add_argument('--resume', action='store_true', help='continue an interrupted run from its last checkpoint')
+    p.add_argument('--subset', type=md.positive_int, help='use only the first N training images')
+    p.add_argument('--test-subset', type=md.positive_int, help='use only the first N images of each test set')
+    args = p.parse_args()
+    output = args.output or f'{args.dataset}-phase1.keras'
+    md.check_output_file(output)
+
+    import mydatagen
+    import mymodels
+    mymodels.setup(args.seed)
+    (Xtr, Ytr), tss = md.subset(md.load(args.dataset), args.subset, args.test_subset)
+    names = md.DATASETS[args.dataset][1]
+    mydatagen.check_batch(len(Xtr), args.batchsize)
+
+    model = mymodels.build_classifier(Xtr.shape[1:], int(Ytr.max()) + 1, None if args.weights == 'none' else 'imagenet')
+    if args.lr:
+        mymodels.compile_classifier(model, args.lr)
+    model.optimizer.build(model.trainable_variables)
+    config = {'dataset': args.dataset, 'batchsize': args.batchsize, 'epochs_total': None, 'lr': args.lr,
+              'subset': args.subset, 'seed': args.seed}
+    config.pop('epochs_total')
+    run = mymodels.Run(output, config, args.resume)
+    start = run.restore(model)
+
+    evaluator = mymodels.Evaluator([('train', (Xtr, Ytr))] + list(zip(names, tss)), args.eval_batchsize)
+    report = mymodels.EpochReport(evaluator, model, names=[names[-1]])   # validation: the last test set
+    ds = mydatagen.batches(Xtr, Ytr, args.batchsize, seed=args.seed or 0, start_epoch=start)
+    model.fit(ds, steps_per_epoch=len(Xtr) // args.batchsize, epochs=args.epochs, initial_epoch=start,
+              callbacks=run.callbacks(report), verbose=mymodels.fit_verbosity(), shuffle=False)
+
+    acc = evaluator(model)
+    print(mymodels.csv_line(acc.values()))
+    mymodels.save(model, output)
+    run.finish()
+    print(f'saved {output}', file=md.sys.stderr)
+
+
+if __name__ == '__main__':
+    md.run_main(main)

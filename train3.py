@@ -1,0 +1,98 @@
+"""Phase 3: train the classifier and the background generator adversarially.
+
+    python train3.py mnist_backgrounds mnist-phase1.keras heuristic otsu adv --output mnist-phase3.keras
+
+Each step: M = the mask of the (augmented) image X, binarized per image; Z = X*M + B*(1-M);
+the classifier minimises CE(Y, f(Z)); with back=adv the generator paints B to maximise it (plus
+relu(mean(B) - 0.5) for 1-channel images). Both updates come from the same forward pass. After
+each epoch the accuracy on the training set and every test set; at the end one CSV line and the
+classifier saved to --output (with adv, the generator beside it as NAME-back.EXT).
+"""
+import mydatasets as md
+
+EPOCHS = 100
+BATCHSIZE = 8
+EVAL_BATCHSIZE = 512
+TILES = 2
+AREA = 0.2
+IMSAVE_IMAGES = 12
+
+
+def main():
+    p = md.ArgumentParser(description=__doc__.split('\n')[1], epilog=f'Data sets: {", ".join(md.NAMES)}.')
+    p.add_argument('dataset', type=md.dataset_arg, help='data set name')
+    p.add_argument('model', help='phase-1 classifier (.keras, or .h5 of this project or of the published code)')
+    p.add_argument('unet_model', help='phase-2 mask generator file, or "heuristic" (mask = X > 0)')
+    p.add_argument('binarize_mask', choices=['otsu', '0.5', 'quantile', 'none'], help='per-image binarization of the mask')
+    p.add_argument('back', choices=['black', 'noise', 'adv', 'real'], help='backgrounds pasted behind the object')
+    p.add_argument('--tiles', type=md.positive_int, default=TILES, help='adv backgrounds: tiles x tiles generator draws')
+    p.add_argument('--area', type=md.fraction, default=AREA, help='foreground share for binarize_mask=quantile')
+    p.add_argument('--epochs', type=md.positive_int, default=EPOCHS)
+    p.add_argument('--batchsize', type=md.positive_int, default=BATCHSIZE, help='training batch size')
+    p.add_argument('--eval-batchsize', type=md.positive_int, default=EVAL_BATCHSIZE, help='evaluation batch size')
+    p.add_argument('--lr', type=float, help='classifier learning rate (default: 1e-3, or 1e-5 from 128 px)')
+    p.add_argument('--imsave', metavar='DIR', help='write PNGs per epoch (12 images of each test set: image, '
+                   'soft mask, binarized mask, composite) into DIR')
+    p.add_argument('--output', help='classifier file, .keras or .h5 (default: DATASET-phase3-BACK.keras)')
+    p.add_argument('--seed', type=int, help='seed for every random choice (reproducible runs)')
+    p.add_argument('--resume', action='store_true', help='continue an interrupted run from its last checkpoint')
+    p.add_argument('--subset', type=md.positive_int, help='use only the first N training images')
+    p.add_argument('--test-subset', type=md.positive_int, help='use only the first N images of each test set')
+    args = p.parse_args()
+    output = args.output or f'{args.dataset}-phase3-{args.back}.keras'
+    md.check_output_file(output)
+    stem, ext = md.os.path.splitext(output)
+    back_output = f'{stem}-back{ext}'
+    if args.imsave:
+        md.check_picture_dir(args.imsave)
+
+    import mydatagen
+    import mymodels
+    mymodels.setup(args.seed)
+    (Xtr, Ytr), tss = md.subset(md.load(args.dataset), args.subset, args.test_subset)
+    names = md.DATASETS[args.dataset][1]
+    shape = Xtr.shape[1:]
+    mydatagen.check_batch(len(Xtr), args.batchsize)
+    gen = mymodels.gen(shape, args.tiles) if args.back == 'adv' else None
+    classifier = mymodels.load(args.model, 'classifier', shape, int(Ytr.max()) + 1)
+    masks = args.unet_model if args.unet_model == 'heuristic' else mymodels.load(args.unet_model, 'unet', shape)
+
+    trainer = mymodels.BackgroundTrainer(classifier, masks, args.binarize_mask, args.back, gen, args.tiles,
+                                         args.area, seed=args.seed)
+    lr = args.lr or mymodels.LEARNING_RATE['vgg19' if shape[0] >= mymodels.BIG else 'classifier']
+    trainer.compile(optimizer=keras_adam(lr), gen_optimizer=mymodels.adam('gen') if gen else None)
+    trainer.build_all(Xtr[:1])
+    config = {'dataset': args.dataset, 'model': args.model, 'unet_model': args.unet_model,
+              'binarize_mask': args.binarize_mask, 'back': args.back, 'tiles': args.tiles, 'area': args.area,
+              'batchsize': args.batchsize, 'lr': args.lr, 'subset': args.subset, 'seed': args.seed}
+    run = mymodels.Run(output, config, args.resume)
+    start = run.restore(trainer)
+
+    evaluator = mymodels.Evaluator([('train', (Xtr, Ytr))] + list(zip(names, tss)), args.eval_batchsize)
+    report = mymodels.EpochReport(evaluator, classifier)
+    callbacks = run.callbacks(report)
+    if args.imsave:
+        callbacks.append(mymodels.CompositePictures(trainer, [(n, X) for n, (X, _) in zip(names, tss)],
+                                                    args.imsave, IMSAVE_IMAGES))
+    ds = mydatagen.batches(Xtr, Ytr, args.batchsize, seed=args.seed or 0, start_epoch=start)
+    if args.back == 'real':
+        ds = mydatagen.with_backgrounds(ds, md.prates_backgen(seed=args.seed, size=shape[0]), args.batchsize)
+    trainer.fit(ds, steps_per_epoch=len(Xtr) // args.batchsize, epochs=args.epochs, initial_epoch=start,
+                callbacks=callbacks, verbose=mymodels.fit_verbosity(), shuffle=False)
+
+    acc = report.last or evaluator(classifier)
+    print(mymodels.csv_line(acc.values()))
+    mymodels.save(classifier, output)
+    if gen is not None:
+        mymodels.save(gen, back_output)
+    run.finish()
+    print(f'saved {output}' + (f' and {back_output}' if gen is not None else ''), file=md.sys.stderr)
+
+
+def keras_adam(lr):
+    import keras
+    return keras.optimizers.Adam(lr)
+
+
+if __name__ == '__main__':
+    md.run_main(main)

@@ -872,6 +872,18 @@ def run_main(main):
 # ----------------------------------------------------------------------------------------------
 # Pictures (shared by every script that writes one): PNG only, no matplotlib, atomic
 
+def write_text(path, text):
+    """Write a text file atomically (temporary file in the same folder, then rename)."""
+    fd, tmp = tempfile.mkstemp(suffix='.part', dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, 'w') as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def save_png(path, img):
     """Write a float image in [0, 1] (H, W) or (H, W, 1|3) as an 8-bit PNG, atomically."""
     import imageio.v3 as iio

@@ -161,6 +161,7 @@ def save(model, path):
     try:
         os.remove(tmp)   # Keras refuses some existing targets; it only needs the name
         model.save(tmp)
+        fault('final-save')
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -192,8 +193,10 @@ def load(path, expect=None, shape=None, classes=None):
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f'cannot load model {path}: {msg[:300]}')
+        model = _load_published_h5(path) if path.endswith('.h5') else None
+        if model is None:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(f'cannot load model {path}: {msg[:300]}')
     kind = kind_of(model)
     if expect and kind != expect:
         names = {'classifier': 'a classifier (phase 1 or 3)', 'unet': 'a mask generator (phase 2)',
@@ -206,6 +209,37 @@ def load(path, expect=None, shape=None, classes=None):
     if classes is not None and model.output_shape[-1] != classes:
         raise ModelError(f'{path} has {model.output_shape[-1]} outputs, but the data set has {classes} classes')
     return model
+
+
+def _load_published_h5(path):
+    """A Keras 2 .h5 of the published code that Keras 3 cannot rebuild from its config (its
+    VGG19 starts with Python lambdas; its generator passes a LeakyReLU layer as an activation):
+    read the architecture's kind and sizes from the stored config, build the same network here
+    and load the stored weights into it, layer by layer in order. None if it is not one of ours."""
+    import json
+    import h5py
+    try:
+        with h5py.File(path, 'r') as f:
+            config = f.attrs.get('model_config')
+        config = json.loads(config.decode() if isinstance(config, bytes) else config)['config']
+        layers_ = config['layers']
+        shape = tuple(layers_[0]['config'].get('batch_input_shape') or layers_[0]['config']['batch_shape'])[1:]
+        classes = [l['class_name'] for l in layers_]
+        last = layers_[-1]['config']
+        if len(shape) == 1:   # noise in: the background generator
+            side = int(round((shape[0] / last['filters']) ** 0.5))
+            out_side = side * 2 ** classes.count('UpSampling2D')
+            model = gen((out_side, out_side, last['filters']), 1)
+        elif 'Concatenate' in classes:
+            model = unet(shape)
+        elif 'Functional' in classes or 'Model' in classes or 'Lambda' in classes:
+            model = vgg19(shape, last['units'], weights=None)
+        else:
+            model = classifier(shape, last['units'])
+        model.load_weights(path)
+        return model
+    except Exception:
+        return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -426,7 +460,7 @@ class Evaluator:
     def _counter(self, model):
         import tensorflow as tf
         if id(model) not in self._fns:
-            @tf.function(reduce_retracing=True)
+            @tf.function(reduce_retracing=True, autograph=False)
             def correct(x, y):
                 pred = tf.argmax(model(x, training=False), -1, output_type=tf.int32)
                 return tf.reduce_sum(tf.cast(pred == y, tf.int64))
@@ -456,6 +490,40 @@ class EpochReport(keras.callbacks.Callback):
         self.last = acc
         if logs is not None:   # fit's progress line and the CSV log show them from here
             logs.update({f'acc_{n}': a for n, a in acc.items()})
+
+
+def fault(point, epoch=None):
+    """Fault injection for the test suite: with BIAL_FAULT=POINT (or POINT@EPOCH) the process
+    kills itself with SIGKILL when it reaches that point. Unset, this does nothing."""
+    spec = os.environ.get('BIAL_FAULT')
+    if spec:
+        name, _, at = spec.partition('@')
+        if name == point and (not at or epoch is None or int(at) == epoch):
+            import signal
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class GuardNaN(keras.callbacks.Callback):
+    """Stop with a clear message when an epoch's loss is not finite, before that epoch is logged
+    or checkpointed: the last good checkpoint stays. (BIAL_FAULT=nan@EPOCH poisons a weight at
+    the start of that epoch, for the tests.)"""
+
+    def __init__(self, directory):
+        super().__init__()
+        self.directory = directory
+
+    def on_epoch_begin(self, epoch, logs=None):
+        spec = os.environ.get('BIAL_FAULT', '')
+        if spec == f'nan@{epoch + 1}':
+            w = self.model.trainable_variables[0]
+            w.assign(w * float('nan'))
+
+    def on_epoch_end(self, epoch, logs=None):
+        bad = [k for k, v in (logs or {}).items() if not math.isfinite(float(v))]
+        if bad:
+            kept = f'the checkpoint of epoch {epoch} is kept in {self.directory}' if epoch else 'no epoch had finished'
+            raise ModelError(f'the loss ({bad[0]}) became {float(logs[bad[0]])} during epoch {epoch + 1}; '
+                             f'training stopped; {kept}; try a lower learning rate (--lr)')
 
 
 class CSVLog(keras.callbacks.Callback):
@@ -502,11 +570,13 @@ class Checkpointer(keras.callbacks.Callback):
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
         self.model.save_weights(os.path.join(tmp, 'state.weights.h5'))
+        fault('checkpoint-write', epoch + 1)
         if os.path.exists(self.log_path):
             shutil.copyfile(self.log_path, os.path.join(tmp, 'log.csv'))
         with open(os.path.join(tmp, 'meta.json'), 'w') as f:
             json.dump({'epoch': epoch + 1, 'config': self.config}, f)
         os.rename(tmp, final)
+        fault('checkpoint-renamed', epoch + 1)
         for d in os.listdir(self.directory):
             if d.startswith('epoch-') and d != os.path.basename(final):
                 shutil.rmtree(os.path.join(self.directory, d), ignore_errors=True)
@@ -519,6 +589,11 @@ class Run:
     def __init__(self, output, config, resume=False):
         stem = os.path.splitext(output)[0]
         self.output, self.config, self.resume = output, config, resume
+        # temporary files of saves that a kill interrupted (see save()): never a real file
+        d, base = os.path.dirname(os.path.abspath(output)), os.path.basename(stem)
+        for f in os.listdir(d):
+            if f.startswith('.' + base) and '.part' in f:
+                os.remove(os.path.join(d, f))
         self.log_path = stem + '-log.csv'
         self.directory = stem + '-checkpoint'
         import mydatasets
@@ -567,10 +642,12 @@ class Run:
         return meta['epoch']
 
     def callbacks(self, report):
-        return [report, CSVLog(self.log_path), Checkpointer(self.directory, self.log_path, self.config)]
+        return [GuardNaN(self.directory), report, CSVLog(self.log_path),
+                Checkpointer(self.directory, self.log_path, self.config)]
 
     def finish(self):
         import shutil
+        fault('before-finish')
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
@@ -582,7 +659,7 @@ def sys_stderr():
 def csv_line(accuracies):
     """The published scripts' result line: the command, then the accuracies, comma-separated."""
     import sys
-    return ','.join(['-'.join(sys.argv)] + [str(a) for a in accuracies])
+    return ','.join(['-'.join([os.path.basename(sys.argv[0])] + sys.argv[1:])] + [str(a) for a in accuracies])
 
 
 def fit_verbosity():

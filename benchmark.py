@@ -1,0 +1,168 @@
+"""Speed of every phase on real MNIST-with-backgrounds, in images per second after a warm-up.
+
+    python benchmark.py [--quick] [--output benchmark.json]
+
+Measures the augmentation pipeline alone; a phase-1 step; a phase-2 step; phase-3 steps for the
+backgrounds black, noise, adv and the binarize modes otsu, quantile (heuristic masks); evaluation
+(prediction); at batch sizes 8 (the paper's) and 128; and a pure-compute reference: the same
+phase-1 step fed from one batch already in memory, no augmentation. Also this machine's fp32
+matmul peak, each phase's training FLOPs per image and the share of the peak reached.
+Every training step runs through the scripts' own code (fit() on the trainers of mymodels).
+"""
+import json
+import os
+import platform
+import time
+
+import mydatasets as md
+
+BATCH_SIZES = [8, 128]
+SECONDS = 6.0          # timed window per measurement (--quick: 1.5)
+PHASE3 = [('black', 'otsu'), ('noise', 'otsu'), ('adv', 'otsu'), ('adv', 'quantile')]
+
+
+def main():
+    p = md.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--quick', action='store_true', help='short windows, fewer cases: about a minute')
+    p.add_argument('--output', default='benchmark.json', help='JSON file with every figure')
+    p.add_argument('--dataset', type=md.dataset_arg, default='mnist_backgrounds')
+    args = p.parse_args()
+    md.check_output_file(args.output, ('.json',))
+
+    import numpy as np
+    import tensorflow as tf
+    import keras
+    import mydatagen
+    import mymodels
+    mymodels.setup(0)
+    seconds = 1.5 if args.quick else SECONDS
+    (X, Y), tss = md.load(args.dataset)
+    shape, K = X.shape[1:], int(Y.max()) + 1
+    results = []
+
+    def record(name, bs, ips, flops=None):
+        peak_share = ips * flops / peak if flops else None
+        results.append({'case': name, 'batch': bs, 'images_per_s': round(ips, 1),
+                        'train_gflop_per_image': round(flops / 1e9, 4) if flops else None,
+                        'share_of_peak': round(peak_share, 3) if peak_share else None})
+        share = f'{100 * peak_share:5.1f}%' if peak_share else '     -'
+        gf = f'{flops / 1e6:8.1f}' if flops else '       -'
+        print(f'{name:<34} {bs:>5} {ips:>12,.0f} {gf} {share}', flush=True)
+
+    def timed_fit(model, ds, bs):
+        steps = max(2, int(200 / bs))
+        model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)      # warm-up: tracing
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
+            n += steps * bs
+        return n / (time.perf_counter() - t0)
+
+    peak = matmul_peak(tf, seconds)
+    print(f'TensorFlow {tf.__version__}, Keras {keras.__version__}, CPU: {cpu_name()}, {os.cpu_count()} cores, '
+          f'threads intra={tf.config.threading.get_intra_op_parallelism_threads()} '
+          f'inter={tf.config.threading.get_inter_op_parallelism_threads()} (0 = all cores)')
+    print(f'fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s\n')
+    print(f'{"case":<34} {"batch":>5} {"images/s":>12} {"MFLOP/im":>8} {"peak":>6}')
+
+    clf_f = forward_flops(mymodels.classifier(shape, K))
+    unet_f = forward_flops(mymodels.unet(shape))
+    gen_m = mymodels.gen(shape, 2)
+    gen_f = forward_flops(gen_m) * 4          # tiles x tiles = 4 tiles per image
+    flops = {'phase1': 3 * clf_f,                                 # forward + 2x backward
+             'phase2': 3 * unet_f + 2 * clf_f,                    # U-Net trained; classifier forward + input grads
+             'phase3 adv': 3 * clf_f + 3 * gen_f, 'phase3': 3 * clf_f}
+
+    for bs in BATCH_SIZES:
+        it = iter(mydatagen.batches(X, Y, bs, seed=0))
+        for _ in range(10):
+            next(it)
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            next(it)
+            n += bs
+        record('augmentation pipeline', bs, n / (time.perf_counter() - t0))
+
+        clf = mymodels.classifier(shape, K)
+        one = tf.data.Dataset.from_tensors((tf.constant(X[:bs]), tf.constant(Y[:bs]))).repeat()
+        record('phase 1, pure compute (reference)', bs, timed_fit(clf, one, bs), flops['phase1'])
+        clf = mymodels.classifier(shape, K)
+        record('phase 1', bs, timed_fit(clf, mydatagen.batches(X, Y, bs, seed=0), bs), flops['phase1'])
+
+        if not args.quick or bs == BATCH_SIZES[0]:
+            t2 = mymodels.MaskTrainer(clf, mymodels.unet(shape))
+            t2.compile(optimizer=mymodels.adam('unet'))
+            record('phase 2', bs, timed_fit(t2, mydatagen.batches(X, Y, bs, seed=0), bs), flops['phase2'])
+
+        for back, mode in (PHASE3 if not args.quick else PHASE3[2:3]):
+            gen = mymodels.gen(shape, 2) if back == 'adv' else None
+            t3 = mymodels.BackgroundTrainer(mymodels.classifier(shape, K), 'heuristic', mode, back, gen, 2, seed=0)
+            t3.compile(optimizer=keras.optimizers.Adam(1e-3), gen_optimizer=mymodels.adam('gen') if gen else None)
+            record(f'phase 3 {back} {mode}', bs, timed_fit(t3, mydatagen.batches(X, Y, bs, seed=0), bs),
+                   flops['phase3 adv' if back == 'adv' else 'phase3'])
+
+    ev = mymodels.Evaluator([('clean', tss[0])], 512)
+    ev(clf)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        ev(clf)
+        n += len(tss[0][1])
+    record('evaluation (batch 512)', 512, n / (time.perf_counter() - t0), clf_f)
+
+    sets = [('train', (X, Y))] + list(zip(md.DATASETS[args.dataset][1], tss))
+    t0 = time.perf_counter()
+    mymodels.Evaluator(sets, 512)(clf)
+    full_eval = time.perf_counter() - t0
+    print(f'\nper-epoch evaluation of train + {len(tss)} test sets ({sum(len(s[1][1]) for s in sets):,} images): '
+          f'{full_eval:.1f} s')
+
+    info = {'tensorflow': tf.__version__, 'keras': keras.__version__, 'python': platform.python_version(),
+            'cpu': cpu_name(), 'cores': os.cpu_count(),
+            'intra_op_threads': tf.config.threading.get_intra_op_parallelism_threads(),
+            'inter_op_threads': tf.config.threading.get_inter_op_parallelism_threads(),
+            'matmul_peak_gflops': round(peak / 1e9, 1), 'quick': args.quick, 'dataset': args.dataset,
+            'full_evaluation_s': round(full_eval, 2), 'results': results}
+    md.write_text(args.output, json.dumps(info, indent=1))
+    print(f'wrote {args.output}')
+
+
+def forward_flops(model):
+    """Multiply-adds x 2 of the convolutions and dense layers of one image's forward pass."""
+    import keras
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += forward_flops(layer)
+        elif isinstance(layer, keras.layers.Conv2D):
+            k = layer.kernel.shape
+            out = layer.output.shape
+            total += 2 * out[1] * out[2] * k[0] * k[1] * k[2] * k[3]
+        elif isinstance(layer, keras.layers.Dense):
+            total += 2 * layer.kernel.shape[0] * layer.kernel.shape[1]
+    return total
+
+
+def matmul_peak(tf, seconds):
+    a, b = tf.random.normal((1024, 1024)), tf.random.normal((1024, 1024))
+    f = tf.function(lambda a, b: tf.matmul(a, b))
+    f(a, b).numpy()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        f(a, b).numpy()
+        n += 1
+    return 2 * 1024 ** 3 * n / (time.perf_counter() - t0)
+
+
+def cpu_name():
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+if __name__ == '__main__':
+    md.run_main(main)

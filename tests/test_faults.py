@@ -1,0 +1,178 @@
+"""Faults: SIGKILL at chosen and at random (seeded) moments of every phase and of reproduce.py,
+then the same command again; Ctrl-C; an output folder that turns read-only; a corrupt checkpoint;
+a loss that turns NaN. (Truncated data-cache files: test_datasets_real and test_downloads.)"""
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from helpers import ROOT, one_line_error
+
+COMMON = ['--epochs', 3, '--subset', 96, '--test-subset', 32, '--batchsize', 32, '--seed', 0]
+KILL_POINTS = ['checkpoint-write@1', 'checkpoint-renamed@2', 'random', 'final-save', 'before-finish']
+
+
+@pytest.fixture(scope='module')
+def phase1_model(tmp_path_factory, real_data):
+    import mymodels
+    p = tmp_path_factory.mktemp('p1') / 'p1.keras'
+    mymodels.save(mymodels.classifier((32, 32, 1), 10), str(p))
+    return p
+
+
+def command(phase, d, p1):
+    out = d / 'm.keras'
+    head = {'phase1': ['train1.py', 'mnist'],
+            'phase2': ['train2.py', 'mnist', p1, 'otsu'],
+            'phase3': ['train3.py', 'mnist', p1, 'heuristic', 'otsu', 'adv']}[phase]
+    return [sys.executable, os.path.join(ROOT, head[0])] + [str(a) for a in head[1:] + COMMON + ['--output', out]]
+
+
+def run(cmd, fault=None, kill_after=None, **kw):
+    env = dict(os.environ)
+    env.pop('BIAL_FAULT', None)
+    if fault:
+        env['BIAL_FAULT'] = fault
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True, **kw)
+    try:
+        out, err = p.communicate(timeout=kill_after)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+    return p.returncode, out, err
+
+
+def leftovers(d):
+    return [os.path.join(r, f) for r, ds, fs in os.walk(d) for f in fs + ds if '.part' in f or f.endswith('.tmp')]
+
+
+def check_finished(d, epochs=3):
+    import keras
+    m = keras.models.load_model(d / 'm.keras')
+    assert np.isfinite(m.predict(np.zeros((2,) + m.input_shape[1:], np.float32), verbose=0)).all()
+    rows = (d / 'm-log.csv').read_text().splitlines()[1:]
+    assert [r.split(',')[0] for r in rows] == [str(e) for e in range(1, epochs + 1)]   # none lost, none twice
+    assert not leftovers(d) and not (d / 'm-checkpoint').exists()
+
+
+@pytest.mark.parametrize('phase', ['phase1', 'phase2', 'phase3'])
+def test_kill_anywhere_then_resume(phase, tmp_path, phase1_model):
+    rng = random.Random(f'kills-{phase}')   # seeded: a failure replays
+    cmd = command(phase, tmp_path, phase1_model)
+    for i, point in enumerate(KILL_POINTS):
+        args = cmd + (['--resume'] if i else [])
+        if point == 'random':
+            rc, _, err = run(args, kill_after=rng.uniform(3, 12))
+        else:
+            rc, _, err = run(args, fault=point)
+            assert rc == -signal.SIGKILL, f'{point} was not reached: {err[-2000:]}'
+        if (tmp_path / 'm.keras').exists():     # a model under its real name is always whole
+            import keras
+            keras.models.load_model(tmp_path / 'm.keras')
+    rc, _, err = run(cmd + ['--resume'])
+    assert rc == 0, err[-3000:]
+    check_finished(tmp_path)
+
+
+def test_reproduce_killed_at_random_moments(tmp_path, real_data):
+    rng = random.Random('kills-reproduce')
+    cmd = [sys.executable, os.path.join(ROOT, 'reproduce.py'), 'mnist', '--recipe', 'smoke', '--output', str(tmp_path)]
+    for _ in range(5):
+        rc, _, _ = run(cmd, kill_after=rng.uniform(4, 30))
+    rc, out, err = run(cmd)
+    assert rc == 0, err[-3000:]
+    assert '| Proposal (U-Net mask) |' in (tmp_path / 'table.md').read_text()
+    import keras
+    for f in ('phase1', 'phase2', 'phase3-heuristic', 'phase3-unet'):
+        keras.models.load_model(tmp_path / f'{f}.keras')
+        rows = (tmp_path / f'{f}-log.csv').read_text().splitlines()[1:]
+        assert [r.split(',')[0] for r in rows] == ['1']
+    assert not leftovers(tmp_path)
+
+
+def wait_for(path, proc, limit=300):
+    t0 = time.time()
+    while not path.exists() and proc.poll() is None and time.time() - t0 < limit:
+        time.sleep(0.1)
+    assert path.exists(), proc.communicate()[1][-2000:] if proc.poll() is not None else 'timeout'
+
+
+@pytest.mark.parametrize('phase', ['phase2', 'phase3'])
+def test_ctrl_c_stops_cleanly(phase, tmp_path, phase1_model):
+    cmd = command(phase, tmp_path, phase1_model)
+    cmd[cmd.index('--subset') + 1] = '800'
+    cmd[cmd.index('--batchsize') + 1] = '8'
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(tmp_path / 'm-checkpoint' / 'epoch-0001', p)
+    time.sleep(0.5)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and 'Traceback' not in err
+    assert err.strip().splitlines()[-1].startswith('interrupted; run the same command with --resume')
+    assert (tmp_path / 'm-checkpoint' / 'epoch-0001' / 'state.weights.h5').exists()
+    assert not (tmp_path / 'm.keras').exists()
+
+
+def test_output_folder_turns_read_only(tmp_path, phase1_model):
+    if not shutil.which('setpriv'):
+        pytest.skip('setpriv (util-linux) is needed to make permissions bind root')
+    d = tmp_path / 'out'
+    d.mkdir()
+    cmd = command('phase1', d, phase1_model)
+    cmd[cmd.index('--subset') + 1] = '2000'
+    cmd[cmd.index('--batchsize') + 1] = '8'
+    # root ignores permission bits; without CAP_DAC_OVERRIDE they bind, as for any user
+    p = subprocess.Popen(['setpriv', '--bounding-set=-dac_override,-dac_read_search'] + cmd, cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(d / 'm-checkpoint' / 'epoch-0001', p)
+    for x in (d, d / 'm-checkpoint'):
+        os.chmod(x, 0o555)
+    try:
+        _, err = p.communicate(timeout=300)
+        r = subprocess.CompletedProcess(p.args, p.returncode, '', err)
+        line = one_line_error(r)
+        assert 'Permission denied' in line
+        assert (d / 'm-checkpoint' / 'epoch-0001' / 'state.weights.h5').exists()   # the last good one
+        assert not (d / 'm.keras').exists()
+    finally:
+        for x in (d, d / 'm-checkpoint'):
+            os.chmod(x, 0o755)
+    rc, _, err = run(cmd + ['--resume'])
+    assert rc == 0, err[-3000:]
+    assert 'resuming after epoch 1' in err
+    check_finished(d)
+
+
+def test_corrupt_checkpoint(tmp_path, phase1_model):
+    cmd = command('phase1', tmp_path, phase1_model)
+    rc, _, _ = run(cmd, fault='checkpoint-renamed@2')
+    assert rc == -signal.SIGKILL
+    state = tmp_path / 'm-checkpoint' / 'epoch-0002' / 'state.weights.h5'
+    state.write_bytes(state.read_bytes()[:500])
+    rc, _, err = run(cmd + ['--resume'])
+    line = one_line_error(subprocess.CompletedProcess(cmd, rc, '', err))
+    assert str(state) in line and 'run without --resume to start over' in line
+    rc, _, err = run(cmd)    # starting over works
+    assert rc == 0, err[-3000:]
+    check_finished(tmp_path)
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, phase1_model):
+    cmd = command('phase3', tmp_path, phase1_model)
+    rc, _, err = run(cmd, fault='nan@2')
+    line = one_line_error(subprocess.CompletedProcess(cmd, rc, '', err))
+    assert 'nan' in line.lower() and 'epoch 2' in line and 'epoch 1 is kept' in line
+    assert (tmp_path / 'm-checkpoint' / 'epoch-0001' / 'state.weights.h5').exists()
+    assert not (tmp_path / 'm-checkpoint' / 'epoch-0002').exists()
+    assert not (tmp_path / 'm.keras').exists()
+    assert [r.split(',')[0] for r in (tmp_path / 'm-log.csv').read_text().splitlines()[1:]] == ['1']
+    rc, _, err = run(cmd + ['--resume'])    # the fault is gone: resuming finishes the run
+    assert rc == 0, err[-3000:]
+    check_finished(tmp_path)

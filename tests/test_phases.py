@@ -1,0 +1,268 @@
+"""The three phases, evaluate and evaluate_seg end to end on a real MNIST subset, every
+background and binarize mode, resume after Ctrl-C, and each bad input."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from helpers import ROOT, csv_numbers, one_line_error, script
+
+SMALL = ['--subset', 512, '--test-subset', 64, '--batchsize', 32, '--seed', 1]
+
+
+@pytest.fixture(scope='module')
+def chain(real_data, tmp_path_factory):
+    d = tmp_path_factory.mktemp('chain')
+    out = {'dir': d}
+    r = script('train1.py', 'mnist_backgrounds', '--epochs', 2, '--output', d / 'p1.keras', *SMALL)
+    assert r.returncode == 0, r.stderr
+    out['p1'] = r.stdout.strip().splitlines()[-1]
+    r = script('train2.py', 'mnist_backgrounds', d / 'p1.keras', 'otsu', '--epochs', 1, '--output', d / 'p2.keras',
+               '--debug', d / 'debug', *SMALL)
+    assert r.returncode == 0, r.stderr
+    out['p2'] = r.stdout.strip().splitlines()[-1]
+    for masks, name in [(d / 'p2.keras', 'p3u'), ('heuristic', 'p3h')]:
+        r = script('train3.py', 'mnist_backgrounds', d / 'p1.keras', masks, 'otsu', 'adv', '--epochs', 1,
+                   '--output', d / f'{name}.keras', '--imsave', d / f'{name}-pics', *SMALL)
+        assert r.returncode == 0, r.stderr
+        out[name] = r.stdout.strip().splitlines()[-1]
+    return out
+
+
+def test_phase1(chain):
+    d = chain['dir']
+    assert chain['p1'].startswith('train1.py-mnist_backgrounds')
+    acc = csv_numbers(chain['p1'])
+    assert len(acc) == 8 and all(0 <= a <= 1 for a in acc)
+    assert acc[1] > 0.3   # 2 epochs on 512 digits: clearly above chance on clean digits
+    rows = (d / 'p1-log.csv').read_text().splitlines()
+    assert rows[0].startswith('epoch,') and [r.split(',')[0] for r in rows[1:]] == ['1', '2']
+    assert not (d / 'p1-checkpoint').exists()   # removed once the final model is saved
+
+
+def test_phase2(chain):
+    d = chain['dir']
+    assert csv_numbers(chain['p2']) == csv_numbers(chain['p1'])   # the classifier is frozen
+    assert sorted(os.listdir(d / 'debug')) == ['masks-epoch-001.png']
+    import keras
+    import mymodels
+    unet = keras.models.load_model(d / 'p2.keras')
+    assert mymodels.kind_of(unet) == 'unet'
+
+
+def test_phase3_and_evaluate(chain):
+    d = chain['dir']
+    for name in ('p3u', 'p3h'):
+        assert (d / f'{name}.keras').exists() and (d / f'{name}-back.keras').exists()
+        pics = sorted(os.listdir(d / f'{name}-pics'))
+        assert len(pics) == 7 and pics[0] == 'epoch-001-border.png'
+        r = script('evaluate.py', 'mnist_backgrounds', d / f'{name}.keras', '--subset', 512, '--test-subset', 64)
+        assert r.returncode == 0, r.stderr
+        # evaluate prints the accuracies alone, the same numbers phase 3 reported
+        assert [float(v) for v in r.stdout.strip().split(',')] == csv_numbers(chain[name])
+    import keras
+    import mymodels
+    g = keras.models.load_model(d / 'p3h-back.keras')
+    assert mymodels.kind_of(g) == 'gen' and g.output_shape == (None, 16, 16, 1)
+
+
+def test_evaluate_seg(chain, tmp_path):
+    import imageio.v3 as iio
+    r = script('evaluate_seg.py', 'mnist_backgrounds', chain['dir'] / 'p2.keras', '--subset', 20, '--output', tmp_path / 'seg')
+    assert r.returncode == 0, r.stderr
+    files = sorted(os.listdir(tmp_path / 'seg'))
+    assert len(files) == 20 and 'seg-0.png' in files and 'seg-19.png' in files
+    m = iio.imread(tmp_path / 'seg' / 'seg-0.png')
+    assert m.shape == (32, 32) and set(np.unique(m)) <= {0, 255}
+
+
+def test_otsu_agrees_with_skimage_on_real_masks(chain, real_data):
+    import keras
+    from skimage.filters import threshold_otsu
+    import mydatasets
+    import mymodels
+    unet = keras.models.load_model(chain['dir'] / 'p2.keras')
+    (X, _), _ = mydatasets.load('mnist')
+    M = unet.predict(X[:200], verbose=0)
+    t = mymodels.otsu_threshold(M).numpy()
+    want = np.array([threshold_otsu(m) for m in M])
+    width = (M.reshape(200, -1).max(1) - M.reshape(200, -1).min(1)) / 256
+    assert (np.abs(t - want) <= width + 1e-7).all()      # never more than one bin apart
+    assert np.mean(np.isclose(t, want, rtol=0, atol=1e-6)) >= 0.95
+    hard = mymodels.binarize(M, 'otsu').numpy()
+    ref = np.stack([m >= threshold_otsu(m) for m in M])
+    assert np.mean(hard == ref) > 0.999
+
+
+def test_other_binarize_modes():
+    import mymodels
+    rng = np.random.default_rng(0)
+    M = rng.random((10, 16, 16, 1)).astype(np.float32)
+    q = mymodels.quantile(M, 0.8).numpy()
+    np.testing.assert_allclose(q, [np.quantile(m, 0.8) for m in M], rtol=1e-5)
+    hard = mymodels.binarize(M, 'quantile', area=0.2).numpy()
+    np.testing.assert_allclose(hard.mean((1, 2, 3)), 0.2, atol=1 / 256 + 1e-6)
+    np.testing.assert_array_equal(mymodels.binarize(M, '0.5').numpy(), (M >= 0.5).astype(np.float32))
+    np.testing.assert_array_equal(mymodels.binarize(M, 'none').numpy(), M)
+    const = np.full((2, 8, 8, 1), 0.3, np.float32)
+    np.testing.assert_array_equal(mymodels.binarize(const, 'otsu').numpy(), np.ones_like(const))
+
+
+@pytest.fixture(scope='module')
+def mnist_small(real_data):
+    import mydatasets
+    (X, Y), _ = mydatasets.subset(mydatasets.load('mnist'), 128)
+    return X, Y
+
+
+@pytest.mark.parametrize('back', ['black', 'noise', 'adv', 'real'])
+@pytest.mark.parametrize('mode', ['otsu', '0.5', 'quantile', 'none'])
+def test_phase3_modes_train(mnist_small, back, mode):
+    import keras
+    import mydatagen
+    import mymodels
+    X, Y = mnist_small
+    clf = mymodels.classifier((32, 32, 1), 10)
+    unet = mymodels.unet((32, 32, 1))
+    gen = mymodels.gen((32, 32, 1), 2) if back == 'adv' else None
+    t = mymodels.BackgroundTrainer(clf, unet, mode, back, gen, 2, seed=0)
+    t.compile(optimizer=keras.optimizers.Adam(1e-3), gen_optimizer=mymodels.adam('gen') if gen else None)
+    t.build_all(X[:1])
+    before = {m.name: [w.numpy().copy() for w in m.weights] for m in [clf, unet] + ([gen] if gen else [])}
+    ds = mydatagen.batches(X, Y, 16, seed=0)
+    if back == 'real':
+        def crops(rng=np.random.default_rng(0)):
+            while True:
+                yield rng.random((32, 32, 1)).astype(np.float32)
+        ds = mydatagen.with_backgrounds(ds, crops(), 16)
+    h = t.fit(ds, steps_per_epoch=3, epochs=1, verbose=0)
+    assert np.isfinite(h.history['ce'][0])
+    changed = lambda m: any(not np.array_equal(a, w.numpy()) for a, w in zip(before[m.name], m.weights))
+    assert changed(clf) and not changed(unet)          # the U-Net stays frozen in phase 3
+    if gen:
+        assert changed(gen) and h.history['adv_loss'][0] < 0
+    else:
+        assert h.history['adv_loss'][0] == 0
+
+
+def test_composite_and_tiles(mnist_small):
+    import mymodels
+    X, _ = mnist_small
+    gen = mymodels.gen((32, 32, 1), 2)
+    t = mymodels.BackgroundTrainer(mymodels.classifier((32, 32, 1), 10), 'heuristic', '0.5', 'adv', gen, 2, seed=3)
+    B = t.adversarial_backgrounds(5, training=False).numpy()
+    assert B.shape == (5, 32, 32, 1)
+    quads = [B[:, :16, :16], B[:, :16, 16:], B[:, 16:, :16], B[:, 16:, 16:]]
+    assert all(not np.allclose(quads[0], q) for q in quads[1:])   # independent draws per tile
+    M, _ = t.masks(X[:5])
+    np.testing.assert_array_equal(M.numpy(), (X[:5] > 0).astype(np.float32))   # heuristic: X > 0
+    Z = t.composite(X[:5], M, B).numpy()
+    np.testing.assert_allclose(Z[M.numpy() == 1], X[:5][M.numpy() == 1])
+    np.testing.assert_allclose(Z[M.numpy() == 0], B[M.numpy() == 0])
+
+
+def test_white_background_penalty(mnist_small):
+    """1-channel adv: the generator pays relu(mean(B) - 0.5), so all-white backgrounds lose."""
+    import keras
+    import tensorflow as tf
+    import mymodels
+    X, Y = mnist_small
+    gen = mymodels.gen((32, 32, 1), 2)
+    clf = mymodels.classifier((32, 32, 1), 10)
+    t = mymodels.BackgroundTrainer(clf, 'heuristic', '0.5', 'adv', gen, 2, seed=0)
+    t.compile(optimizer=keras.optimizers.SGD(0.0), gen_optimizer=keras.optimizers.SGD(0.0))
+    t.build_all(X[:1])
+    last = gen.layers[-1]
+    last.bias.assign(tf.fill(last.bias.shape, 8.0))    # sigmoid(8+...) ~ white backgrounds
+    logs = t.train_step((tf.constant(X[:16]), tf.constant(Y[:16])))
+    B = t.adversarial_backgrounds(16, training=False)
+    assert float(tf.reduce_mean(B)) > 0.9
+    assert float(logs['adv_loss']) == pytest.approx(-float(logs['ce']) + float(tf.reduce_mean(B)) - 0.5, abs=0.05)
+
+
+def test_mask_computed_on_the_augmented_image(mnist_small):
+    """FIX: the mask comes from the very image that is trained on (after augmentation)."""
+    import tensorflow as tf
+    import mydatagen
+    import mymodels
+    X, _ = mnist_small
+    Xa = mydatagen.augment(X[:8], [0, 1]).numpy()
+    t = mymodels.BackgroundTrainer(mymodels.classifier((32, 32, 1), 10), 'heuristic', '0.5', 'black')
+    M, _ = t.masks(tf.constant(Xa))
+    np.testing.assert_array_equal(M.numpy(), (Xa > 0).astype(np.float32))
+    assert not np.array_equal(M.numpy(), (X[:8] > 0).astype(np.float32))
+
+
+def test_resume_after_ctrl_c(real_data, tmp_path):
+    out = tmp_path / 'p1.keras'
+    cmd = [sys.executable, os.path.join(ROOT, 'train1.py'), 'mnist_backgrounds', '--epochs', '3', '--subset', '3000',
+           '--test-subset', '64', '--batchsize', '8', '--seed', '2', '--output', str(out)]
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ckpt = tmp_path / 'p1-checkpoint' / 'epoch-0001'
+    t0 = time.time()
+    while not ckpt.exists() and time.time() - t0 < 300 and p.poll() is None:
+        time.sleep(0.2)
+    assert ckpt.exists()
+    time.sleep(1.0)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and 'Traceback' not in err
+    assert 'interrupted; run the same command with --resume' in err.strip().splitlines()[-1]
+    assert not out.exists()
+    r = subprocess.run(cmd + ['--resume'], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert 'resuming after epoch' in r.stderr
+    epochs = [row.split(',')[0] for row in (tmp_path / 'p1-log.csv').read_text().splitlines()[1:]]
+    assert epochs == ['1', '2', '3']   # no epoch lost, none done twice
+    assert out.exists() and not (tmp_path / 'p1-checkpoint').exists()
+
+
+# --- bad input: one line, non-zero exit, nothing written -----------------------------------------
+
+@pytest.fixture(scope='module')
+def models(tmp_path_factory):
+    import mymodels
+    d = tmp_path_factory.mktemp('models')
+    mymodels.save(mymodels.classifier((32, 32, 1), 10), str(d / 'clf.keras'))
+    mymodels.save(mymodels.unet((32, 32, 1)), str(d / 'unet.keras'))
+    mymodels.save(mymodels.classifier((28, 28, 1), 10), str(d / 'clf28.keras'))
+    mymodels.save(mymodels.classifier((32, 32, 1), 5), str(d / 'clf5.keras'))
+    (d / 'garbage.keras').write_bytes(b'\x00' * 100)
+    return d
+
+
+def bad_cases(m, o):
+    yield 'unknown data set', ('train1.py', 'mnsit', '--output', o), 'valid names: .*mnist_backgrounds'
+    yield 'epochs 0', ('train1.py', 'mnist', '--epochs', 0, '--output', o), 'at least 1'
+    yield 'batch size 0', ('train3.py', 'mnist', m / 'clf.keras', 'heuristic', 'otsu', 'adv', '--batchsize', 0, '--output', o), 'at least 1'
+    yield 'area 1.5', ('train2.py', 'mnist', m / 'clf.keras', 'otsu', '--area', 1.5, '--output', o), 'between 0 and 1'
+    yield 'area 0', ('train3.py', 'mnist', m / 'clf.keras', 'heuristic', 'otsu', 'adv', '--area', 0, '--output', o), 'between 0 and 1'
+    yield 'output folder missing', ('train1.py', 'mnist', '--output', o.parent / 'nope' / 'm.keras'), 'does not exist'
+    yield 'output extension', ('train1.py', 'mnist', '--output', o.with_suffix('.txt')), r'\.keras or \.h5'
+    yield 'missing model', ('train2.py', 'mnist', m / 'nope.keras', 'otsu', '--output', o), 'does not exist'
+    yield 'garbage model', ('evaluate.py', 'mnist', m / 'garbage.keras'), 'cannot load model'
+    yield 'unet as classifier', ('train3.py', 'mnist', m / 'unet.keras', 'heuristic', 'otsu', 'adv', '--output', o), 'mask generator'
+    yield 'classifier as unet', ('train3.py', 'mnist', m / 'clf.keras', m / 'clf.keras', 'otsu', 'adv', '--output', o), 'is a classifier'
+    yield 'input shape', ('evaluate.py', 'mnist', m / 'clf28.keras'), r'\(28, 28, 1\)'
+    yield 'class count', ('train2.py', 'mnist', m / 'clf5.keras', 'otsu', '--output', o), '5 outputs.*10 classes'
+    yield 'tiles', ('train3.py', 'mnist', m / 'clf.keras', 'heuristic', 'otsu', 'adv', '--tiles', 3, '--output', o), 'tiles'
+    yield 'batch larger than data', ('train1.py', 'mnist', '--subset', 4, '--batchsize', 8, '--output', o), 'larger than'
+    yield 'seg output not writable', ('evaluate_seg.py', 'mnist', m / 'unet.keras', '--output', o.parent / 'x' / 'y'), 'does not exist'
+
+
+CASES = list(bad_cases(__import__('pathlib').Path('/M'), __import__('pathlib').Path('/O/out.keras')))
+
+
+@pytest.mark.parametrize('i', range(len(CASES)), ids=[c[0] for c in CASES])
+def test_bad_input(i, models, tmp_path, real_data):
+    import re
+    out = tmp_path / 'out.keras'
+    _, args, pattern = list(bad_cases(models, out))[i]
+    r = script(*args)
+    line = one_line_error(r)
+    assert re.search(pattern, line), line
+    assert sorted(os.listdir(tmp_path)) == [], os.listdir(tmp_path)   # nothing written

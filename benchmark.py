@@ -18,6 +18,7 @@ import mydatasets as md
 
 BATCH_SIZES = [8, 128]
 SECONDS = 6.0          # timed window per measurement (--quick: 1.5)
+EVAL_BATCHSIZE = 1024
 PHASE3 = [('black', 'otsu'), ('noise', 'otsu'), ('adv', 'otsu'), ('adv', 'quantile')]
 
 
@@ -35,7 +36,7 @@ def main():
     import mydatagen
     import mymodels
     mymodels.setup(0)
-    seconds = 1.5 if args.quick else SECONDS
+    seconds = 1.0 if args.quick else SECONDS
     (X, Y), tss = md.load(args.dataset)
     shape, K = X.shape[1:], int(Y.max()) + 1
     results = []
@@ -50,13 +51,13 @@ def main():
         print(f'{name:<34} {bs:>5} {ips:>12,.0f} {gf} {share}', flush=True)
 
     def timed_fit(model, ds, bs):
-        steps = max(2, int(200 / bs))
-        model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)      # warm-up: tracing
-        n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
-            n += steps * bs
-        return n / (time.perf_counter() - t0)
+        """Images/s of the second of two epochs of one fit() call (the first traces and warms up);
+        an epoch is a whole number of graph calls (steps_per_execution) of about 2,000 images."""
+        spe = mymodels.STEPS_PER_EXECUTION
+        steps = spe * (1 if args.quick else max(1, round(2048 / bs / spe)))
+        clock = EpochClock()
+        model.fit(ds, steps_per_epoch=steps, epochs=2, verbose=0, shuffle=False, callbacks=[clock])
+        return steps * bs / clock.last
 
     peak = matmul_peak(tf, seconds)
     print(f'TensorFlow {tf.__version__}, Keras {keras.__version__}, CPU: {cpu_name()}, {os.cpu_count()} cores, '
@@ -88,11 +89,12 @@ def main():
         record('phase 1, pure compute (reference)', bs, timed_fit(clf, one, bs), flops['phase1'])
         clf = mymodels.classifier(shape, K)
         record('phase 1', bs, timed_fit(clf, mydatagen.batches(X, Y, bs, seed=0), bs), flops['phase1'])
+        if args.quick and bs != BATCH_SIZES[0]:
+            continue
 
-        if not args.quick or bs == BATCH_SIZES[0]:
-            t2 = mymodels.MaskTrainer(clf, mymodels.unet(shape))
-            t2.compile(optimizer=mymodels.adam('unet'))
-            record('phase 2', bs, timed_fit(t2, mydatagen.batches(X, Y, bs, seed=0), bs), flops['phase2'])
+        t2 = mymodels.MaskTrainer(clf, mymodels.unet(shape))
+        t2.compile(optimizer=mymodels.adam('unet'))
+        record('phase 2', bs, timed_fit(t2, mydatagen.batches(X, Y, bs, seed=0), bs), flops['phase2'])
 
         for back, mode in (PHASE3 if not args.quick else PHASE3[2:3]):
             gen = mymodels.gen(shape, 2) if back == 'adv' else None
@@ -101,20 +103,24 @@ def main():
             record(f'phase 3 {back} {mode}', bs, timed_fit(t3, mydatagen.batches(X, Y, bs, seed=0), bs),
                    flops['phase3 adv' if back == 'adv' else 'phase3'])
 
-    ev = mymodels.Evaluator([('clean', tss[0])], 512)
+    ev = mymodels.Evaluator([('clean', tss[0])], EVAL_BATCHSIZE)
     ev(clf)
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         ev(clf)
         n += len(tss[0][1])
-    record('evaluation (batch 512)', 512, n / (time.perf_counter() - t0), clf_f)
+    record(f'evaluation (batch {EVAL_BATCHSIZE})', EVAL_BATCHSIZE, n / (time.perf_counter() - t0), clf_f)
 
     sets = [('train', (X, Y))] + list(zip(md.DATASETS[args.dataset][1], tss))
-    t0 = time.perf_counter()
-    mymodels.Evaluator(sets, 512)(clf)
-    full_eval = time.perf_counter() - t0
-    print(f'\nper-epoch evaluation of train + {len(tss)} test sets ({sum(len(s[1][1]) for s in sets):,} images): '
-          f'{full_eval:.1f} s')
+    n_eval = sum(len(s[1][1]) for s in sets)
+    if args.quick:   # estimated from the evaluation rate above
+        full_eval = n_eval / results[-1]['images_per_s']
+    else:
+        t0 = time.perf_counter()
+        mymodels.Evaluator(sets, EVAL_BATCHSIZE)(clf)
+        full_eval = time.perf_counter() - t0
+    print(f'\nper-epoch evaluation of train + {len(tss)} test sets ({n_eval:,} images): {full_eval:.1f} s'
+          + (' (estimated)' if args.quick else ''))
 
     info = {'tensorflow': tf.__version__, 'keras': keras.__version__, 'python': platform.python_version(),
             'cpu': cpu_name(), 'cores': os.cpu_count(),
@@ -124,6 +130,18 @@ def main():
             'full_evaluation_s': round(full_eval, 2), 'results': results}
     md.write_text(args.output, json.dumps(info, indent=1))
     print(f'wrote {args.output}')
+
+
+def EpochClock():
+    import keras
+
+    class Clock(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.last = time.perf_counter() - self.t0
+    return Clock()
 
 
 def forward_flops(model):

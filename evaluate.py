@@ -7,7 +7,7 @@ Accepts this project's .keras/.h5 files and the published code's Keras 2 .h5 fil
 """
 import mydatasets as md
 
-EVAL_BATCHSIZE = 512
+EVAL_BATCHSIZE = 1024
 
 
 def main():

@@ -21,6 +21,9 @@ import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
 LEARNING_RATE = {'classifier': 1e-3, 'vgg19': 1e-5, 'unet': 1e-5, 'gen': 1e-5}
+# training steps per call into the TensorFlow graph: at batch size 8 a step is a few milliseconds,
+# and Keras' per-call Python work would otherwise cost as much again (benchmark.py measures it)
+STEPS_PER_EXECUTION = 32
 VGG_MEAN_BGR = [103.939, 116.779, 123.68]
 BIG = 128   # images this high or more use vgg19
 
@@ -41,9 +44,20 @@ def adam(kind):
     return keras.optimizers.Adam(LEARNING_RATE[kind])
 
 
+def learning_rate(lr, schedule='constant', total_steps=None):
+    """A constant learning rate (the published setting), or a cosine decay from lr to 0 over
+    the whole run (the fast recipe). The optimiser's step count is checkpointed, so a resumed
+    run continues the same curve."""
+    if schedule == 'constant':
+        return lr
+    if schedule == 'cosine':
+        return keras.optimizers.schedules.CosineDecay(lr, total_steps)
+    raise ValueError(f'unknown learning-rate schedule {schedule!r}')
+
+
 def compile_classifier(model, lr):
     model.compile(keras.optimizers.Adam(lr), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=['accuracy'])
+                  metrics=['accuracy'], steps_per_execution=STEPS_PER_EXECUTION)
     return model
 
 
@@ -325,6 +339,10 @@ class MaskTrainer(keras.Model):
         self.area, self.tv, self.squared = area, tv, loss == 'squared'
         self.ce_mean, self.loss_mean = keras.metrics.Mean(name='ce'), keras.metrics.Mean(name='mask_loss')
 
+    def compile(self, optimizer, **kw):
+        kw.setdefault('steps_per_execution', STEPS_PER_EXECUTION)
+        super().compile(optimizer=optimizer, **kw)
+
     def call(self, X, training=False):
         return self.unet(X, training=training)
 
@@ -369,6 +387,7 @@ class BackgroundTrainer(keras.Model):
         self.ce_mean, self.adv_mean = keras.metrics.Mean(name='ce'), keras.metrics.Mean(name='adv_loss')
 
     def compile(self, optimizer, gen_optimizer=None, **kw):
+        kw.setdefault('steps_per_execution', STEPS_PER_EXECUTION)
         super().compile(optimizer=optimizer, **kw)
         self.gen_optimizer = gen_optimizer
 
@@ -645,10 +664,17 @@ class Run:
         return [GuardNaN(self.directory), report, CSVLog(self.log_path),
                 Checkpointer(self.directory, self.log_path, self.config)]
 
-    def finish(self):
+    def finish(self, accuracies, models):
+        """The end of every phase: the published CSV line on stdout, each model saved atomically
+        ({path: model}), then the checkpoint removed (a kill before that only means redoing this)."""
         import shutil
+        import sys
+        print(csv_line(accuracies.values()), flush=True)
+        for path, model in models.items():
+            save(model, path)
         fault('before-finish')
         shutil.rmtree(self.directory, ignore_errors=True)
+        print(f'saved {" and ".join(models)}', file=sys.stderr)
 
 
 def sys_stderr():
@@ -672,6 +698,7 @@ def setup(seed=None):
     import logging
     import warnings
     logging.getLogger('absl').setLevel(logging.ERROR)
+    logging.getLogger('tensorflow').setLevel(logging.ERROR)   # retracing notes of short benchmark fits
     warnings.filterwarnings('ignore', message='You are saving your model as an HDF5 file')
     warnings.filterwarnings('ignore', message='Skipping variable loading for optimizer')
     if seed is not None:

@@ -10,23 +10,19 @@ import mydatasets as md
 
 EPOCHS = 100
 BATCHSIZE = 8
-EVAL_BATCHSIZE = 512   # evaluation only: big batches, same numbers, far less overhead
+EVAL_BATCHSIZE = 1024   # evaluation only: big batches, same numbers, far less overhead
 
 
 def main():
     p = md.ArgumentParser(description=__doc__.split('\n')[1], epilog=f'Data sets: {", ".join(md.NAMES)}.')
     p.add_argument('dataset', type=md.dataset_arg, help='data set name')
-    p.add_argument('--epochs', type=md.positive_int, default=EPOCHS)
-    p.add_argument('--batchsize', type=md.positive_int, default=BATCHSIZE, help='training batch size')
-    p.add_argument('--eval-batchsize', type=md.positive_int, default=EVAL_BATCHSIZE, help='evaluation batch size')
     p.add_argument('--lr', type=float, help='learning rate (default: 1e-3, or 1e-5 for VGG19)')
+    p.add_argument('--lr-schedule', choices=['constant', 'cosine'], default='constant',
+                   help='constant (published) or cosine decay to 0 over the run')
     p.add_argument('--output', help='model file, .keras or .h5 (default: DATASET-phase1.keras)')
     p.add_argument('--weights', choices=['imagenet', 'none'], default='imagenet',
                    help='VGG19 start (images >= 128 px): ImageNet weights (a download) or random')
-    p.add_argument('--seed', type=int, help='seed for every random choice (reproducible runs)')
-    p.add_argument('--resume', action='store_true', help='continue an interrupted run from its last checkpoint')
-    p.add_argument('--subset', type=md.positive_int, help='use only the first N training images')
-    p.add_argument('--test-subset', type=md.positive_int, help='use only the first N images of each test set')
+    md.training_args(p, EPOCHS, BATCHSIZE, EVAL_BATCHSIZE)
     args = p.parse_args()
     output = args.output or f'{args.dataset}-phase1.keras'
     md.check_output_file(output)
@@ -39,12 +35,15 @@ def main():
     mydatagen.check_batch(len(Xtr), args.batchsize)
 
     model = mymodels.build_classifier(Xtr.shape[1:], int(Ytr.max()) + 1, None if args.weights == 'none' else 'imagenet')
-    if args.lr:
-        mymodels.compile_classifier(model, args.lr)
+    if args.lr or args.lr_schedule != 'constant':
+        lr = args.lr or float(model.optimizer.learning_rate)
+        steps = args.epochs * (len(Xtr) // args.batchsize)
+        mymodels.compile_classifier(model, mymodels.learning_rate(lr, args.lr_schedule, steps))
     model.optimizer.build(model.trainable_variables)
-    config = {'dataset': args.dataset, 'batchsize': args.batchsize, 'epochs_total': None, 'lr': args.lr,
-              'subset': args.subset, 'seed': args.seed}
-    config.pop('epochs_total')
+    config = {'dataset': args.dataset, 'batchsize': args.batchsize, 'lr': args.lr, 'subset': args.subset,
+              'seed': args.seed, 'lr_schedule': args.lr_schedule}
+    if args.lr_schedule != 'constant':
+        config['epochs'] = args.epochs   # the schedule spans the run
     run = mymodels.Run(output, config, args.resume)
     start = run.restore(model)
 
@@ -54,11 +53,7 @@ def main():
     model.fit(ds, steps_per_epoch=len(Xtr) // args.batchsize, epochs=args.epochs, initial_epoch=start,
               callbacks=run.callbacks(report), verbose=mymodels.fit_verbosity(), shuffle=False)
 
-    acc = evaluator(model)
-    print(mymodels.csv_line(acc.values()))
-    mymodels.save(model, output)
-    run.finish()
-    print(f'saved {output}', file=md.sys.stderr)
+    run.finish(evaluator(model), {output: model})
 
 
 if __name__ == '__main__':

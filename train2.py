@@ -11,7 +11,7 @@ import mydatasets as md
 
 EPOCHS = 100
 BATCHSIZE = 8
-EVAL_BATCHSIZE = 512
+EVAL_BATCHSIZE = 1024
 AREA = 0.2
 TOTAL_VARIATION = 0.1
 DEBUG_IMAGES = 6
@@ -23,17 +23,11 @@ def main():
     p.add_argument('model', help='phase-1 classifier (.keras, or .h5 of this project or of the published code)')
     p.add_argument('binarize_mask', choices=['otsu', '0.5', 'quantile', 'none'], help='for the --debug pictures')
     p.add_argument('--loss', choices=['abs', 'squared'], default='abs', help='penalty on mask area above --area')
-    p.add_argument('--epochs', type=md.positive_int, default=EPOCHS)
-    p.add_argument('--batchsize', type=md.positive_int, default=BATCHSIZE, help='training batch size')
-    p.add_argument('--eval-batchsize', type=md.positive_int, default=EVAL_BATCHSIZE, help='evaluation batch size')
     p.add_argument('--area', type=md.fraction, default=AREA, help='share of the image a mask may cover freely')
     p.add_argument('--total-variation', type=float, default=TOTAL_VARIATION, help='weight of the TV penalty')
     p.add_argument('--debug', metavar='DIR', help='write a PNG per epoch (6 images, soft and binarized masks) into DIR')
     p.add_argument('--output', help='U-Net file, .keras or .h5 (default: DATASET-phase2.keras)')
-    p.add_argument('--seed', type=int, help='seed for every random choice (reproducible runs)')
-    p.add_argument('--resume', action='store_true', help='continue an interrupted run from its last checkpoint')
-    p.add_argument('--subset', type=md.positive_int, help='use only the first N training images')
-    p.add_argument('--test-subset', type=md.positive_int, help='use only the first N images of each test set')
+    md.training_args(p, EPOCHS, BATCHSIZE, EVAL_BATCHSIZE)
     args = p.parse_args()
     output = args.output or f'{args.dataset}-phase2.keras'
     md.check_output_file(output)
@@ -70,10 +64,7 @@ def main():
     trainer.fit(ds, steps_per_epoch=len(Xtr) // args.batchsize, epochs=args.epochs, initial_epoch=start,
                 callbacks=callbacks, verbose=mymodels.fit_verbosity(), shuffle=False)
 
-    print(mymodels.csv_line(acc.values()))
-    mymodels.save(unet, output)
-    run.finish()
-    print(f'saved {output}', file=md.sys.stderr)
+    run.finish(acc, {output: unet})
 
 
 if __name__ == '__main__':

@@ -12,7 +12,7 @@ import mydatasets as md
 
 EPOCHS = 100
 BATCHSIZE = 8
-EVAL_BATCHSIZE = 512
+EVAL_BATCHSIZE = 1024
 TILES = 2
 AREA = 0.2
 IMSAVE_IMAGES = 12
@@ -27,17 +27,13 @@ def main():
     p.add_argument('back', choices=['black', 'noise', 'adv', 'real'], help='backgrounds pasted behind the object')
     p.add_argument('--tiles', type=md.positive_int, default=TILES, help='adv backgrounds: tiles x tiles generator draws')
     p.add_argument('--area', type=md.fraction, default=AREA, help='foreground share for binarize_mask=quantile')
-    p.add_argument('--epochs', type=md.positive_int, default=EPOCHS)
-    p.add_argument('--batchsize', type=md.positive_int, default=BATCHSIZE, help='training batch size')
-    p.add_argument('--eval-batchsize', type=md.positive_int, default=EVAL_BATCHSIZE, help='evaluation batch size')
     p.add_argument('--lr', type=float, help='classifier learning rate (default: 1e-3, or 1e-5 from 128 px)')
+    p.add_argument('--lr-schedule', choices=['constant', 'cosine'], default='constant',
+                   help='classifier learning rate: constant (published) or cosine decay to 0 over the run')
     p.add_argument('--imsave', metavar='DIR', help='write PNGs per epoch (12 images of each test set: image, '
                    'soft mask, binarized mask, composite) into DIR')
     p.add_argument('--output', help='classifier file, .keras or .h5 (default: DATASET-phase3-BACK.keras)')
-    p.add_argument('--seed', type=int, help='seed for every random choice (reproducible runs)')
-    p.add_argument('--resume', action='store_true', help='continue an interrupted run from its last checkpoint')
-    p.add_argument('--subset', type=md.positive_int, help='use only the first N training images')
-    p.add_argument('--test-subset', type=md.positive_int, help='use only the first N images of each test set')
+    md.training_args(p, EPOCHS, BATCHSIZE, EVAL_BATCHSIZE)
     args = p.parse_args()
     output = args.output or f'{args.dataset}-phase3-{args.back}.keras'
     md.check_output_file(output)
@@ -60,11 +56,15 @@ def main():
     trainer = mymodels.BackgroundTrainer(classifier, masks, args.binarize_mask, args.back, gen, args.tiles,
                                          args.area, seed=args.seed)
     lr = args.lr or mymodels.LEARNING_RATE['vgg19' if shape[0] >= mymodels.BIG else 'classifier']
+    lr = mymodels.learning_rate(lr, args.lr_schedule, args.epochs * (len(Xtr) // args.batchsize))
     trainer.compile(optimizer=keras_adam(lr), gen_optimizer=mymodels.adam('gen') if gen else None)
     trainer.build_all(Xtr[:1])
     config = {'dataset': args.dataset, 'model': args.model, 'unet_model': args.unet_model,
               'binarize_mask': args.binarize_mask, 'back': args.back, 'tiles': args.tiles, 'area': args.area,
-              'batchsize': args.batchsize, 'lr': args.lr, 'subset': args.subset, 'seed': args.seed}
+              'batchsize': args.batchsize, 'lr': args.lr, 'subset': args.subset, 'seed': args.seed,
+              'lr_schedule': args.lr_schedule}
+    if args.lr_schedule != 'constant':
+        config['epochs'] = args.epochs   # the schedule spans the run
     run = mymodels.Run(output, config, args.resume)
     start = run.restore(trainer)
 
@@ -80,13 +80,7 @@ def main():
     trainer.fit(ds, steps_per_epoch=len(Xtr) // args.batchsize, epochs=args.epochs, initial_epoch=start,
                 callbacks=callbacks, verbose=mymodels.fit_verbosity(), shuffle=False)
 
-    acc = report.last or evaluator(classifier)
-    print(mymodels.csv_line(acc.values()))
-    mymodels.save(classifier, output)
-    if gen is not None:
-        mymodels.save(gen, back_output)
-    run.finish()
-    print(f'saved {output}' + (f' and {back_output}' if gen is not None else ''), file=md.sys.stderr)
+    run.finish(report.last or evaluator(classifier), {output: classifier, **({back_output: gen} if gen else {})})
 
 
 def keras_adam(lr):

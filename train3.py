@@ -29,7 +29,8 @@ def main():
     p.add_argument('--area', type=md.fraction, default=AREA, help='foreground share for binarize_mask=quantile')
     p.add_argument('--lr', type=float, help='classifier learning rate (default: 1e-3, or 1e-5 from 128 px)')
     p.add_argument('--lr-schedule', choices=['constant', 'cosine'], default='constant',
-                   help='classifier learning rate: constant (published) or cosine decay to 0 over the run')
+                   help='learning rates of the classifier and the generator: constant (published) or cosine decay to 0 over the run')
+    p.add_argument('--gen-lr', type=float, default=1e-5, help='background generator learning rate (default 1e-5)')
     p.add_argument('--imsave', metavar='DIR', help='write PNGs per epoch (12 images of each test set: image, '
                    'soft mask, binarized mask, composite) into DIR')
     p.add_argument('--output', help='classifier file, .keras or .h5 (default: DATASET-phase3-BACK.keras)')
@@ -56,13 +57,14 @@ def main():
     trainer = mymodels.BackgroundTrainer(classifier, masks, args.binarize_mask, args.back, gen, args.tiles,
                                          args.area, seed=args.seed)
     lr = args.lr or mymodels.LEARNING_RATE['vgg19' if shape[0] >= mymodels.BIG else 'classifier']
-    lr = mymodels.learning_rate(lr, args.lr_schedule, args.epochs * (len(Xtr) // args.batchsize))
-    trainer.compile(optimizer=keras_adam(lr), gen_optimizer=mymodels.adam('gen') if gen else None)
+    total = args.epochs * (len(Xtr) // args.batchsize)   # the schedule spans the whole run, for both players
+    trainer.compile(optimizer=keras_adam(mymodels.learning_rate(lr, args.lr_schedule, total)),
+                    gen_optimizer=keras_adam(mymodels.learning_rate(args.gen_lr, args.lr_schedule, total)) if gen else None)
     trainer.build_all(Xtr[:1])
     config = {'dataset': args.dataset, 'model': args.model, 'unet_model': args.unet_model,
               'binarize_mask': args.binarize_mask, 'back': args.back, 'tiles': args.tiles, 'area': args.area,
               'batchsize': args.batchsize, 'lr': args.lr, 'subset': args.subset, 'seed': args.seed,
-              'lr_schedule': args.lr_schedule}
+              'lr_schedule': args.lr_schedule, 'gen_lr': args.gen_lr}
     if args.lr_schedule != 'constant':
         config['epochs'] = args.epochs   # the schedule spans the run
     run = mymodels.Run(output, config, args.resume)

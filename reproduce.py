@@ -40,6 +40,7 @@ RECIPES = {
               'phase3': ['--epochs', 1, '--batchsize', 32, '--subset', 512, '--test-subset', 200]},
 }
 MASK_MODE = 'otsu'   # binarization of the masks in phase 3
+SHORT = {'Traditional': 'Traditional', 'Proposal (heuristic mask)': 'Heuristic', 'Proposal (U-Net mask)': 'U-Net'}
 
 
 def steps(data, out, recipe, seed):
@@ -148,8 +149,8 @@ def figure(path, tss, rows, scale=4):
         canvas.paste(Image.fromarray(np.uint8(np.kron(img, np.ones((scale, scale))) * 255)), (x0, 16))
         draw.text((j * colw + 4, 2), title, fill=0)
         for k, name in enumerate(names):
-            draw.text((j * colw + 4, H + 20 + k * line), f'{name.split(" (")[0][:10]} {rows[name][j]:.1f}', fill=0)
-    draw.text((4, H + 20 + len(names) * line), '; '.join(names), fill=90)
+            draw.text((j * colw + 4, H + 20 + k * line), f'{SHORT.get(name, name)} {rows[name][j]:.1f}', fill=0)
+    draw.text((4, H + 20 + len(names) * line), '; '.join(f'{SHORT.get(n, n)}: {n}' for n in names), fill=90)
     buf = np.asarray(canvas, np.float32) / 255
     md.save_png(path, buf)
 

@@ -863,12 +863,29 @@ def quiet_tensorflow():
         os.close(null)
 
 
+def mute_native_stderr():
+    """TensorFlow's C++ code writes log lines straight to file descriptor 2 (even harmless
+    'errors', such as an optional graph rewrite that gave up) and does not see a
+    TF_CPP_MIN_LOG_LEVEL set from inside Python. A script therefore points fd 2 at /dev/null and
+    keeps Python's own stderr on a copy of the real one: its messages, warnings, tracebacks and
+    progress bars still show. BIAL_TF_LOG=1 keeps TensorFlow's log (for debugging)."""
+    if os.environ.get('BIAL_TF_LOG'):
+        return
+    sys.stderr.flush()
+    real = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    sys.stderr = os.fdopen(real, 'w', buffering=1)
+
+
 INTERRUPT_HINT = None   # what to say on Ctrl-C (set by a training run: where its checkpoint is)
 
 
 def run_main(main):
     """Run a script's main(): bad input and missing resources end in one line on stderr and
     exit 1; Ctrl-C in a one-line note and exit 130. No traceback for either."""
+    mute_native_stderr()
     try:
         main()
     except UserError as e:

@@ -17,7 +17,7 @@ import time
 import mydatasets as md
 
 BATCH_SIZES = [8, 128]
-SECONDS = 6.0          # timed window per measurement (--quick: 1.5)
+SECONDS = 6.0          # timed window of the non-training measurements (--quick: 1)
 EVAL_BATCHSIZE = 1024
 PHASE3 = [('black', 'otsu'), ('noise', 'otsu'), ('adv', 'otsu'), ('adv', 'quantile')]
 

@@ -266,3 +266,21 @@ def test_bad_input(i, models, tmp_path, real_data):
     line = one_line_error(r)
     assert re.search(pattern, line), line
     assert sorted(os.listdir(tmp_path)) == [], os.listdir(tmp_path)   # nothing written
+
+
+def test_cosine_schedule_and_gen_lr(real_data, tmp_path):
+    import keras
+    import mymodels
+    sched = mymodels.learning_rate(1e-3, 'cosine', 100)
+    assert float(sched(0)) == pytest.approx(1e-3) and float(sched(100)) == pytest.approx(0, abs=1e-9)
+    assert mymodels.learning_rate(1e-3) == 1e-3
+    clf = tmp_path / 'c.keras'
+    mymodels.save(mymodels.classifier((32, 32, 1), 10), str(clf))
+    out = tmp_path / 'p3.keras'
+    r = script('train3.py', 'mnist', clf, 'heuristic', 'otsu', 'adv', '--epochs', 1, '--subset', 64, '--test-subset', 32,
+               '--batchsize', 32, '--lr-schedule', 'cosine', '--gen-lr', 1e-4, '--output', out)
+    assert r.returncode == 0, r.stderr
+    assert 'lr-schedule-cosine---gen-lr-0.0001' in r.stdout.strip().splitlines()[-1]
+    assert keras.models.load_model(out).output_shape == (None, 10)
+    r = script('train3.py', 'mnist', clf, 'heuristic', 'otsu', 'adv', '--lr-schedule', 'linear', '--output', out)
+    assert 'invalid choice' in one_line_error(r)

@@ -4,7 +4,7 @@
 
 Measures the augmentation pipeline alone; a phase-1 step; a phase-2 step; phase-3 steps for the
 backgrounds black, noise, adv and the binarize modes otsu, quantile (heuristic masks); evaluation
-(prediction); at batch sizes 8 (the paper's) and 128; and a pure-compute reference: the same
+(prediction); at batch sizes 8 (the paper's) and 128 (phase 1 also 512); and a pure-compute reference: the same
 phase-1 step fed from one batch already in memory, no augmentation. Also this machine's fp32
 matmul peak, each phase's training FLOPs per image and the share of the peak reached.
 Every training step runs through the scripts' own code (fit() on the trainers of mymodels).
@@ -17,6 +17,7 @@ import time
 import mydatasets as md
 
 BATCH_SIZES = [8, 128]
+PEAK_BATCH = 512       # phase 1 only (not with --quick): the share of the matmul peak at a big batch
 SECONDS = 6.0          # timed window of the non-training measurements (--quick: 1)
 EVAL_BATCHSIZE = 1024
 PHASE3 = [('black', 'otsu'), ('noise', 'otsu'), ('adv', 'otsu'), ('adv', 'quantile')]
@@ -100,8 +101,15 @@ def main():
             gen = mymodels.gen(shape, 2) if back == 'adv' else None
             t3 = mymodels.BackgroundTrainer(mymodels.classifier(shape, K), 'heuristic', mode, back, gen, 2, seed=0)
             t3.compile(optimizer=keras.optimizers.Adam(1e-3), gen_optimizer=mymodels.adam('gen') if gen else None)
-            record(f'phase 3 {back} {mode}', bs, timed_fit(t3, mydatagen.batches(X, Y, bs, seed=0), bs),
+            record(f'phase 3 {back} {mode}', bs, timed_fit(t3, t3.with_noise(mydatagen.batches(X, Y, bs, seed=0)), bs),
                    flops['phase3 adv' if back == 'adv' else 'phase3'])
+
+    if not args.quick:
+        bs = PEAK_BATCH
+        one = tf.data.Dataset.from_tensors((tf.constant(X[:bs]), tf.constant(Y[:bs]))).repeat()
+        record('phase 1, pure compute (reference)', bs, timed_fit(mymodels.classifier(shape, K), one, bs), flops['phase1'])
+        record('phase 1', bs, timed_fit(mymodels.classifier(shape, K), mydatagen.batches(X, Y, bs, seed=0), bs),
+               flops['phase1'])
 
     ev = mymodels.Evaluator([('clean', tss[0])], EVAL_BATCHSIZE)
     ev(clf)

@@ -79,14 +79,18 @@ def warp(images, m, interpolation='BILINEAR'):
         interpolation=interpolation, fill_mode='NEAREST')
 
 
-def augment(images, seed, masks=None, aug=None):
+def augment(images, seed, masks=None, aug=None, rows=None):
     """Augment a batch (n, H, W, C) float32 in [0, 1] with a stateless `seed` (shape [2]).
     With `masks` (n, H, W, 1), the same geometric transform is applied to them (no brightness)
-    and (images, masks) is returned."""
+    and (images, masks) is returned. rows=(first, total): the images are rows first.. of a batch
+    of `total`, and get exactly the transforms those rows get in the whole batch."""
     aug = aug or Augment()
     images = tf.convert_to_tensor(images, tf.float32)
     n, H, W = tf.shape(images)[0], images.shape[1], images.shape[2]
-    p = aug.params(n, H, W, seed)
+    if rows is None:
+        p = aug.params(n, H, W, seed)
+    else:
+        p = {k: v[rows[0]:rows[0] + n] for k, v in aug.params(rows[1], H, W, seed).items()}
     m = matrices(p, H, W)
     both = images if masks is None else tf.concat([images, tf.cast(masks, tf.float32)], -1)
     out = warp(both, m)
@@ -94,39 +98,95 @@ def augment(images, seed, masks=None, aug=None):
     return x if masks is None else (x, out[..., images.shape[-1]:])
 
 
-def batches(X, Y=None, batch_size=8, seed=0, augment_data=True, masks=None, aug=None, start_epoch=0):
+def batches(X, Y=None, batch_size=8, seed=0, augment_data=True, masks=None, aug=None, start_epoch=0, part=None):
     """An endless tf.data pipeline of (images, labels) batches (or (images, masks, labels) with
     `masks`): reshuffled every epoch, floor(N / batch_size) full batches an epoch, augmented in
-    the graph, prefetched. Same seed, same batches. `start_epoch` continues the stream of a
-    resumed run with fresh randomness instead of replaying epoch 1."""
+    the graph, prefetched. Same seed, same batches. Epoch e's order and augmentation come from
+    (seed, e) alone, so `start_epoch` makes a resumed run see what the uninterrupted run would
+    have seen, and a new iterator over the dataset starts the same stream (Keras makes a second
+    one under tf.distribute). part=(lo, hi, batch_size): only rows lo:hi of every batch,
+    exactly as they are in the whole batch (see distribute())."""
     N = len(X)
     check_batch(N, batch_size)
     Xc = tf.constant(X)
     tensors = [Xc] + ([tf.constant(masks)] if masks is not None else []) + ([tf.constant(Y)] if Y is not None else [])
-    seed = int(seed) + 1000003 * int(start_epoch)
-    # shuffle indices, not images: a 60,000-image shuffle buffer of copies costs memory and time
-    idx = (tf.data.Dataset.range(N).shuffle(N, seed=seed, reshuffle_each_iteration=True)
-           .batch(batch_size, drop_remainder=True).repeat())
-    ds = tf.data.Dataset.zip(idx, tf.data.Dataset.random(seed=seed).batch(2))
+    steps = N // batch_size
+
+    def epoch(e):
+        # shuffle indices, not images: a 60,000-image shuffle buffer of copies costs memory and time
+        key = tf.stack([tf.constant(int(seed), tf.int64), e])
+        order = tf.argsort(tf.random.stateless_uniform([N], key))[:steps * batch_size]
+        seeds = tf.random.experimental.stateless_split(key + [0, 1 << 40], steps)   # one per batch
+        return tf.data.Dataset.from_tensor_slices((tf.reshape(order, [steps, batch_size]), seeds))
+
+    ds = tf.data.Dataset.counter(int(start_epoch)).flat_map(epoch)
+
+    rows = None if part is None else (part[0], batch_size)
 
     def make(i, s):
-        got = [tf.gather(t, i) for t in tensors]
+        got = [tf.gather(t, i if part is None else i[part[0]:part[1]]) for t in tensors]
         if augment_data:
             if masks is not None:
-                got[0], got[1] = augment(got[0], s, got[1], aug)
+                got[0], got[1] = augment(got[0], s, got[1], aug, rows)
             else:
-                got[0] = augment(got[0], s, aug=aug)
+                got[0] = augment(got[0], s, aug=aug, rows=rows)
         return tuple(got) if len(got) > 1 else got[0]
 
     return ds.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
-def with_backgrounds(ds, crops, batch_size):
+def distribute(strategy, batch_size, make):
+    """The batches of a run under a tf.distribute strategy. make(part) builds the pipeline of
+    rows part=(lo, hi, batch_size) of every global batch (batches(..., part=part) and friends). Each worker
+    builds only its own rows, from the same seeds, and cuts them into one batch per local
+    replica: every replica gets exactly its share of the batch one device would see, whatever
+    the number of replicas. (TensorFlow's own dataset splitting rewrites the pipeline and loses
+    the seeded shuffle order; this does not.)"""
+    R = strategy.num_replicas_in_sync
+    if R == 1:
+        return make(None)
+    b = batch_size // R
+
+    def per_worker(ctx):
+        local = R // ctx.num_input_pipelines
+        lo = ctx.input_pipeline_id * local * b
+        ds = make((lo, lo + local * b, batch_size))
+        if local > 1:   # one batch per local replica, in turn
+            ds = ds.map(lambda *t: tuple(tf.reshape(x, [local, b] + x.shape[1:].as_list()) for x in t)).unbatch()
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    return strategy.distribute_datasets_from_function(per_worker)
+
+
+def with_noise(ds, shape, seed=0, start_epoch=0, part=None):
+    """Add standard normal noise of `shape` per image to each batch, just before the labels
+    (phase 3: the generator's input, or the noise backgrounds). Drawn here rather than in the
+    training step so that the draw is the same whether one device or several replicas share the
+    batch. Seeded like batches() (its own stream), and continued by `start_epoch` on resume.
+    part=(lo, hi, batch size): rows lo:hi of the whole batch's noise (ds holds those rows)."""
+    shape = [int(d) for d in shape]
+    seeds = tf.data.Dataset.random(seed=int(seed) + 1000003 * int(start_epoch) + 7919).batch(2)
+
+    def add(batch, s):
+        *rest, Y = batch
+        if part is None:
+            z = tf.random.stateless_normal(tf.concat([tf.shape(Y)[:1], shape], 0), seed=s)
+        else:
+            z = tf.random.stateless_normal([part[2]] + shape, seed=s)[part[0]:part[1]]
+        return (*rest, z, Y)
+
+    return (tf.data.Dataset.zip(ds, seeds).map(add, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def with_backgrounds(ds, crops, batch_size, part=None):
     """(images, labels) batches -> (images, backgrounds, labels), backgrounds drawn from the
-    endless generator `crops` of (H, W, C) arrays (phase 3, back=real)."""
+    endless generator `crops` of (H, W, C) arrays (phase 3, back=real); part as in batches()."""
     first = next(crops)
     bg = (tf.data.Dataset.from_generator(lambda: crops, output_signature=tf.TensorSpec(first.shape, tf.float32))
           .batch(batch_size, drop_remainder=True))
+    if part is not None:
+        bg = bg.map(lambda b: b[part[0]:part[1]])
     return tf.data.Dataset.zip(ds, bg).map(lambda xy, b: (xy[0], b, xy[1])).prefetch(tf.data.AUTOTUNE)
 
 

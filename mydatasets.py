@@ -789,6 +789,9 @@ def training_args(p, epochs, batchsize, eval_batchsize):
     p.add_argument('--resume', action='store_true', help='continue an interrupted run from its last checkpoint')
     p.add_argument('--subset', type=positive_int, help='use only the first N training images')
     p.add_argument('--test-subset', type=positive_int, help='use only the first N images of each test set')
+    p.add_argument('--strategy', choices=['default', 'mirrored', 'multiworker'], default='default',
+                   help='default: one device; mirrored: all local GPUs; multiworker: the machines in TF_CONFIG '
+                   '(the batch size is the global one, split across replicas)')
 
 
 def dataset_arg(name):
@@ -856,11 +859,45 @@ def quiet_tensorflow():
     os.dup2(null, 2)
     try:
         import tensorflow as tf
-        tf.constant(0) + 1   # device start-up happens at the first operation
+        cpu_devices(tf)
+        if 'TF_CONFIG' not in os.environ:   # several machines need TensorFlow not started yet
+            tf.constant(0) + 1   # device start-up happens at the first operation
     finally:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(null)
+
+
+def cluster():
+    """(task type, index, is chief) from TF_CONFIG, the cluster description of several
+    machines (tf.distribute multiworker), read without starting TensorFlow. The chief is the
+    task of type 'chief', or worker 0 when the cluster names none. One-line error when unusable."""
+    import json
+    raw = os.environ.get('TF_CONFIG', '').strip()
+    if not raw:
+        raise UserError('--strategy multiworker needs TF_CONFIG with the cluster and this task '
+                        '(see the README, "Several GPUs or machines")')
+    try:
+        config = json.loads(raw)
+        kind, index, members = config['task']['type'], int(config['task']['index']), config['cluster']
+        if len(members.get(kind, [])) <= index:
+            raise ValueError(f'the cluster has no {kind} number {index}')
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        detail = f'missing {e}' if isinstance(e, KeyError) else str(e)
+        raise UserError(f'TF_CONFIG is not a usable cluster description ({detail}); expected '
+                        '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": N}}')
+    return kind, index, kind == 'chief' or (kind == 'worker' and index == 0 and 'chief' not in members)
+
+
+def cpu_devices(tf):
+    """BIAL_CPU_DEVICES=N splits the CPU into N logical devices, so that --strategy mirrored can
+    be tried (and tested) on a machine without GPUs. Must run before TensorFlow's first operation."""
+    n = os.environ.get('BIAL_CPU_DEVICES')
+    if n:
+        if not n.isdigit() or int(n) < 1:
+            raise UserError(f'BIAL_CPU_DEVICES must be a whole number >= 1, not {n!r}')
+        cpu = tf.config.list_physical_devices('CPU')[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * int(n))
 
 
 def mute_native_stderr():

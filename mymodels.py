@@ -24,6 +24,20 @@ LEARNING_RATE = {'classifier': 1e-3, 'vgg19': 1e-5, 'unet': 1e-5, 'gen': 1e-5}
 # training steps per call into the TensorFlow graph: at batch size 8 a step is a few milliseconds,
 # and Keras' per-call Python work would otherwise cost as much again (benchmark.py measures it)
 STEPS_PER_EXECUTION = 32
+
+
+def steps_per_execution(steps_per_epoch=None):
+    """Training steps per graph call: the largest divisor of steps_per_epoch up to
+    STEPS_PER_EXECUTION, because Keras runs whole graph calls, so that 16 steps an epoch at 32
+    steps a call would silently train 32. 1 with several replicas, where Keras 3's multi-step
+    loop fails under tf.distribute ("You must feed a value for placeholder tensor", Keras issue
+    19246), and where the devices are big enough for the per-call overhead not to matter."""
+    import tensorflow as tf
+    if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+        return 1
+    if steps_per_epoch is None:
+        return STEPS_PER_EXECUTION
+    return max(d for d in range(1, STEPS_PER_EXECUTION + 1) if steps_per_epoch % d == 0)
 VGG_MEAN_BGR = [103.939, 116.779, 123.68]
 BIG = 128   # images this high or more use vgg19
 
@@ -55,9 +69,9 @@ def learning_rate(lr, schedule='constant', total_steps=None):
     raise ValueError(f'unknown learning-rate schedule {schedule!r}')
 
 
-def compile_classifier(model, lr):
+def compile_classifier(model, lr, steps_per_epoch=None):
     model.compile(keras.optimizers.Adam(lr), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=['accuracy'], steps_per_execution=STEPS_PER_EXECUTION)
+                  metrics=['accuracy'], steps_per_execution=steps_per_execution(steps_per_epoch))
     return model
 
 
@@ -339,8 +353,8 @@ class MaskTrainer(keras.Model):
         self.area, self.tv, self.squared = area, tv, loss == 'squared'
         self.ce_mean, self.loss_mean = keras.metrics.Mean(name='ce'), keras.metrics.Mean(name='mask_loss')
 
-    def compile(self, optimizer, **kw):
-        kw.setdefault('steps_per_execution', STEPS_PER_EXECUTION)
+    def compile(self, optimizer, steps_per_epoch=None, **kw):
+        kw.setdefault('steps_per_execution', steps_per_execution(steps_per_epoch))
         super().compile(optimizer=optimizer, **kw)
 
     def call(self, X, training=False):
@@ -358,8 +372,9 @@ class MaskTrainer(keras.Model):
             ce = _ce(Y, self.classifier(X * M, training=False))
             over = tf.nn.relu(tf.reduce_mean(M, [1, 2, 3]) - self.area)
             loss = ce + tf.reduce_mean(over ** 2 if self.squared else over) + self.tv * total_variation(M)
+            scaled = replica_mean(loss)   # inside the tape, so that it is differentiated
         variables = self.unet.trainable_variables
-        self.optimizer.apply(tape.gradient(loss, variables), variables)
+        self.optimizer.apply(tape.gradient(scaled, variables), variables)
         self.ce_mean.update_state(ce)
         self.loss_mean.update_state(loss)
         return {'ce': self.ce_mean.result(), 'mask_loss': self.loss_mean.result()}
@@ -372,7 +387,10 @@ class BackgroundTrainer(keras.Model):
     """Phase 3: the classifier learns on Z = X*M + B*(1-M) while, with back='adv', the generator
     paints the backgrounds B that maximise the classifier's loss. The mask M is computed on the
     very (augmented) image that is trained on. masks: a U-Net, 'heuristic' (X > 0) or 'manual'
-    (given with each batch). Backgrounds 'real' come with each batch too."""
+    (given with each batch). Backgrounds 'real' come with each batch too, and so does the random
+    noise of 'adv' and 'noise' (see with_noise): a batch is (X, [masks], [backgrounds], [noise], Y).
+    Drawing the noise in the input pipeline, per image, makes a step the same whether one device
+    or several replicas share the batch."""
 
     def __init__(self, classifier, masks='heuristic', binarize_mode='otsu', back='adv', gen=None, tiles=2,
                  area=0.2, seed=None, **kw):
@@ -386,10 +404,14 @@ class BackgroundTrainer(keras.Model):
         self.seeds = keras.random.SeedGenerator(seed)
         self.ce_mean, self.adv_mean = keras.metrics.Mean(name='ce'), keras.metrics.Mean(name='adv_loss')
 
-    def compile(self, optimizer, gen_optimizer=None, **kw):
-        kw.setdefault('steps_per_execution', STEPS_PER_EXECUTION)
+    def compile(self, optimizer, gen_optimizer=None, steps_per_epoch=None, **kw):
+        kw.setdefault('steps_per_execution', steps_per_execution(steps_per_epoch))
         super().compile(optimizer=optimizer, **kw)
         self.gen_optimizer = gen_optimizer
+        if gen_optimizer is not None and self.gen is not None:
+            # now, under the caller's strategy scope: Keras builds only the main optimiser
+            # itself, and an optimiser built inside a distributed step fails
+            gen_optimizer.build(self.gen.trainable_variables)
 
     def call(self, X, training=False):
         return self.classifier(X, training=training)
@@ -399,7 +421,6 @@ class BackgroundTrainer(keras.Model):
         self(X)
         if self.gen is not None:
             self.gen(keras.ops.zeros((1, noise_size(self.gen))))
-            self.gen_optimizer.build(self.gen.trainable_variables)
         self.optimizer.build(self.classifier.trainable_variables)
 
     @property
@@ -416,16 +437,34 @@ class BackgroundTrainer(keras.Model):
             soft = self.unet(X, training=False)
         return tf.stop_gradient(binarize(soft, self.binarize_mode, self.area)), soft
 
-    def adversarial_backgrounds(self, n, training=True):
-        """tiles x tiles independent generator draws, each from its own normal noise, assembled
-        into full images; one generator call for all n * tiles^2 tiles."""
+    @property
+    def noise_shape(self):
+        """The random input each image needs per step: one noise vector per tile (adv), or an
+        image of standard normal noise (noise); None for the other backgrounds."""
+        if self.back == 'adv':
+            return (self.tiles * self.tiles, noise_size(self.gen))
+        if self.back == 'noise':
+            return tuple(self.classifier.input_shape[1:])
+        return None
+
+    def with_noise(self, ds, seed=0, start_epoch=0, part=None):
+        """Add the per-image noise this trainer needs to a dataset of batches (before the labels)."""
+        import mydatagen
+        shape = self.noise_shape
+        return ds if shape is None else mydatagen.with_noise(ds, shape, seed, start_epoch, part)
+
+    def adversarial_backgrounds(self, n=None, training=True, z=None):
+        """tiles x tiles independent generator draws, each from its own normal noise z (n, tiles^2,
+        noise size; drawn here when not given), assembled into full images; one generator call."""
         import tensorflow as tf
         t = self.tiles
-        z = keras.random.normal([n * t * t, noise_size(self.gen)], seed=self.seeds)
-        tiles = self.gen(z, training=training)                            # (t*t*n, th, tw, C)
+        if z is None:
+            z = keras.random.normal([n, t * t, noise_size(self.gen)], seed=self.seeds)
+        n = tf.shape(z)[0]
+        tiles = self.gen(tf.reshape(z, [-1, z.shape[-1]]), training=training)   # (n*t*t, th, tw, C)
         th, tw, C = tiles.shape[1:]
-        B = tf.reshape(tiles, [t, t, n, th, tw, C])                        # (row, col, n, ...)
-        return tf.reshape(tf.transpose(B, [2, 0, 3, 1, 4, 5]), [n, t * th, t * tw, C])
+        B = tf.reshape(tiles, [n, t, t, th, tw, C])                             # (n, row, col, ...)
+        return tf.reshape(tf.transpose(B, [0, 1, 3, 2, 4, 5]), [n, t * th, t * tw, C])
 
     def composite(self, X, M, B):
         return X * M + B * (1 - M)
@@ -434,25 +473,31 @@ class BackgroundTrainer(keras.Model):
         import tensorflow as tf
         data = list(data)
         X, Y = data[0], data[-1]
+        expected = 2 + (self.mask_source == 'manual') + (self.back == 'real') + (self.noise_shape is not None)
+        if len(data) != expected:
+            raise ValueError(f'phase 3 with back={self.back!r}, masks={self.mask_source!r} takes batches of '
+                             f'{expected} tensors, got {len(data)} (add the noise with with_noise())')
         given_masks = data[1] if self.mask_source == 'manual' else None
-        B = data[-2] if self.back == 'real' else None
+        B = data[-2] if self.back in ('real', 'noise') else None
         M, _ = self.masks(X, given_masks)
         with tf.GradientTape(persistent=True) as tape:
             if self.back == 'adv':
-                B = self.adversarial_backgrounds(tf.shape(X)[0])
-            elif self.back == 'noise':
-                B = keras.random.normal(tf.shape(X), seed=self.seeds)
+                B = self.adversarial_backgrounds(training=True, z=data[-2])
             elif self.back == 'black':
                 B = tf.zeros_like(X)
             ce = _ce(Y, self.classifier(self.composite(X, M, B), training=True))
             adv = -ce
             if self.back == 'adv' and X.shape[-1] == 1:
-                adv += tf.nn.relu(tf.reduce_mean(B) - 0.5)   # keeps 1-channel backgrounds from going all white
+                # keeps 1-channel backgrounds from going all white; the mean is over the global
+                # batch (all replicas), as on one device
+                mean_b = tf.distribute.get_replica_context().all_reduce('MEAN', tf.reduce_mean(B))
+                adv += tf.nn.relu(mean_b - 0.5)
+            scaled_ce, scaled_adv = replica_mean(ce), replica_mean(adv)   # inside the tape
         variables = self.classifier.trainable_variables
-        self.optimizer.apply(tape.gradient(ce, variables), variables)
+        self.optimizer.apply(tape.gradient(scaled_ce, variables), variables)
         if self.back == 'adv':
             variables = self.gen.trainable_variables
-            self.gen_optimizer.apply(tape.gradient(adv, variables), variables)
+            self.gen_optimizer.apply(tape.gradient(scaled_adv, variables), variables)
         else:
             adv = tf.zeros_like(ce)
         del tape
@@ -603,14 +648,15 @@ class Checkpointer(keras.callbacks.Callback):
 
 class Run:
     """The files of one training run: the final model OUTPUT, its CSV log OUTPUT-log.csv and its
-    checkpoints in OUTPUT-checkpoint/ (all beside OUTPUT)."""
+    checkpoints in OUTPUT-checkpoint/ (all beside OUTPUT). With several machines (multiworker),
+    only the chief writes; the other workers only read a checkpoint to resume from."""
 
-    def __init__(self, output, config, resume=False):
+    def __init__(self, output, config, resume=False, chief=True):
         stem = os.path.splitext(output)[0]
-        self.output, self.config, self.resume = output, config, resume
+        self.output, self.config, self.resume, self.chief = output, config, resume, chief
         # temporary files of saves that a kill interrupted (see save()): never a real file
         d, base = os.path.dirname(os.path.abspath(output)), os.path.basename(stem)
-        for f in os.listdir(d):
+        for f in os.listdir(d) if chief else []:
             if f.startswith('.' + base) and '.part' in f:
                 os.remove(os.path.join(d, f))
         self.log_path = stem + '-log.csv'
@@ -622,10 +668,10 @@ class Run:
         import shutil
         if not os.path.isdir(self.directory):
             return None
-        for d in os.listdir(self.directory):
+        for d in os.listdir(self.directory) if self.chief else []:
             if d.endswith('.tmp'):   # a checkpoint whose writing was interrupted
                 shutil.rmtree(os.path.join(self.directory, d), ignore_errors=True)
-        done = sorted(d for d in os.listdir(self.directory) if d.startswith('epoch-'))
+        done = sorted(d for d in os.listdir(self.directory) if d.startswith('epoch-') and not d.endswith('.tmp'))
         return os.path.join(self.directory, done[-1]) if done else None
 
     def restore(self, model):
@@ -637,9 +683,10 @@ class Run:
         if not self.resume or latest is None:
             if self.resume:
                 print('note: no checkpoint to resume from; starting from epoch 1', file=sys_stderr())
-            shutil.rmtree(self.directory, ignore_errors=True)
-            if os.path.exists(self.log_path):
-                os.remove(self.log_path)
+            if self.chief:
+                shutil.rmtree(self.directory, ignore_errors=True)
+                if os.path.exists(self.log_path):
+                    os.remove(self.log_path)
             return 0
         state = os.path.join(latest, 'state.weights.h5')
         try:
@@ -655,12 +702,14 @@ class Run:
             raise ModelError(f'checkpoint {latest} was made with {k}={old}, not {new}; '
                              'use the same settings, or run without --resume to start over')
         log = os.path.join(latest, 'log.csv')
-        if os.path.exists(log):
+        if os.path.exists(log) and self.chief:
             shutil.copyfile(log, self.log_path)   # drops rows of an epoch that was not checkpointed
         print(f'resuming after epoch {meta["epoch"]} from {latest}', file=sys_stderr())
         return meta['epoch']
 
     def callbacks(self, report):
+        if not self.chief:
+            return [GuardNaN(self.directory), report]
         return [GuardNaN(self.directory), report, CSVLog(self.log_path),
                 Checkpointer(self.directory, self.log_path, self.config)]
 
@@ -670,11 +719,84 @@ class Run:
         import shutil
         import sys
         print(csv_line(accuracies.values()), flush=True)
+        if not self.chief:
+            print('not saved here: this worker is not the chief', file=sys.stderr)
+            return
         for path, model in models.items():
             save(model, path)
         fault('before-finish')
         shutil.rmtree(self.directory, ignore_errors=True)
         print(f'saved {" and ".join(models)}', file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------
+# Several devices or machines: TensorFlow's distribution strategies (tf.distribute)
+
+STRATEGIES = ['default', 'mirrored', 'multiworker']
+
+
+def make_strategy(name='default'):
+    """default: one device. mirrored: every local GPU (without GPUs: every logical CPU device,
+    one unless BIAL_CPU_DEVICES says more, see mydatasets.cpu_devices). multiworker: the
+    machines named in TF_CONFIG, each with its local GPUs. Made before any other TensorFlow
+    work, as multiworker requires."""
+    import tensorflow as tf
+    if name not in STRATEGIES:
+        raise UserError(f'unknown strategy {name!r}; choose one of {", ".join(STRATEGIES)}')
+    if name == 'multiworker':
+        from mydatasets import cluster
+        cluster()   # a one-line error for a missing or unusable TF_CONFIG
+    if name == 'default':
+        return tf.distribute.get_strategy()
+    if name == 'mirrored':
+        devices = tf.config.list_logical_devices('GPU') or tf.config.list_logical_devices('CPU')
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    return _multiworker_strategy()
+
+
+def _multiworker_strategy():
+    import tensorflow as tf
+
+    class MultiWorker(tf.distribute.MultiWorkerMirroredStrategy):
+        """MultiWorkerMirroredStrategy as Keras 3's fit() calls it (Keras 3.15): fit reduces a
+        whole (images, labels) batch in one call to learn its shapes, and each step's scalar
+        logs with axis=0; this strategy's reduce takes one value at a time and no axis on a
+        scalar. Both are done here as meant: element by element, scalars across replicas."""
+
+        def reduce(self, reduce_op, value, axis):
+            if isinstance(value, (tuple, list, dict)):
+                return tf.nest.map_structure(lambda v: self.reduce(reduce_op, v, axis), value)
+            if axis is not None and self.experimental_local_results(value)[0].shape.rank == 0:
+                axis = None
+            return super().reduce(reduce_op, value, axis)
+
+    return MultiWorker()
+
+
+def is_chief(strategy):
+    """Only the chief (worker 0 when TF_CONFIG names no chief) writes checkpoints and models."""
+    return strategy.extended.should_checkpoint
+
+
+def check_replicas(strategy, batch_size):
+    """The global batch must split evenly across the replicas; says how it is split."""
+    import sys
+    import tensorflow as tf
+    r = strategy.num_replicas_in_sync
+    if batch_size % r:
+        raise UserError(f'the batch size ({batch_size}) must be a multiple of the {r} replicas '
+                        f'of the strategy: it is the global batch, split evenly across them')
+    if strategy is not tf.distribute.get_strategy():
+        print(f'{type(strategy).__name__}: {r} replica(s) in sync, {batch_size // r} images each per step',
+              file=sys.stderr)
+
+
+def replica_mean(loss):
+    """A per-replica loss (a mean over the replica's share of the global batch) scaled so that
+    the gradients the optimiser sums across replicas are those of the global batch mean."""
+    import tensorflow as tf
+    r = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss / r if r > 1 else loss
 
 
 def sys_stderr():
@@ -693,16 +815,19 @@ def fit_verbosity():
     return 1 if sys.stdout.isatty() else 2
 
 
-def setup(seed=None):
-    """Quiet TensorFlow, seeds everywhere (Python, numpy, TensorFlow) when given."""
+def setup(seed=None, strategy='default'):
+    """Quiet TensorFlow, seeds everywhere (Python, numpy, TensorFlow) when given; returns the
+    distribution strategy named (made first: multiworker must start before any TensorFlow work)."""
     import logging
     import warnings
     logging.getLogger('absl').setLevel(logging.ERROR)
     logging.getLogger('tensorflow').setLevel(logging.ERROR)   # retracing notes of short benchmark fits
     warnings.filterwarnings('ignore', message='You are saving your model as an HDF5 file')
     warnings.filterwarnings('ignore', message='Skipping variable loading for optimizer')
+    strategy = make_strategy(strategy)
     if seed is not None:
         keras.utils.set_random_seed(seed)
+    return strategy
 
 
 class MaskPictures(keras.callbacks.Callback):
@@ -746,7 +871,7 @@ class CompositePictures(keras.callbacks.Callback):
             X = X[:self.n]
             hard, soft = t.masks(X)
             if t.back == 'adv':
-                B = t.adversarial_backgrounds(len(X), training=False)
+                B = t.adversarial_backgrounds(len(X), training=False)   # pictures only: drawn here
             elif t.back == 'noise':
                 B = keras.random.normal(X.shape, seed=t.seeds)
             else:

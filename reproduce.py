@@ -34,7 +34,7 @@ RECIPES = {
               'phase3': ['--epochs', 100, '--batchsize', 8]},
     'fast': {'phase1': ['--epochs', 3, '--batchsize', 32],
              'phase2': ['--epochs', 1, '--batchsize', 8, '--subset', 20000],
-             'phase3': ['--epochs', 2, '--batchsize', 8, '--lr-schedule', 'cosine', '--gen-lr', 1e-4]},
+             'phase3': ['--epochs', 2, '--batchsize', 8, '--lr-schedule', 'cosine', '--gen-lr', 3e-5]},
     'smoke': {'phase1': ['--epochs', 1, '--batchsize', 32, '--subset', 512, '--test-subset', 200],
               'phase2': ['--epochs', 1, '--batchsize', 32, '--subset', 256, '--test-subset', 200],
               'phase3': ['--epochs', 1, '--batchsize', 32, '--subset', 512, '--test-subset', 200]},
@@ -71,11 +71,11 @@ def logged_epochs(model):
         return 0
 
 
-def run_step(script, args, model, bar, done_before):
+def run_step(script, args, model, bar, done_before, strategy='default'):
     """Run one phase script (resuming its own checkpoint if there is one), moving the bar as its
     CSV log grows. Returns its output; raises UserError with its last error line if it fails."""
     cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), script)] + \
-        [str(a) for a in args] + ['--output', model, '--resume']
+        [str(a) for a in args] + ['--output', model, '--resume', '--strategy', strategy]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out = {}
     readers = [threading.Thread(target=lambda k, s: out.__setitem__(k, s.read()), args=(k, s), daemon=True)
@@ -94,6 +94,22 @@ def run_step(script, args, model, bar, done_before):
         last = [l for l in out.get('stderr', '').splitlines() if l.strip()][-1:] or [f'exit status {proc.returncode}']
         raise md.UserError(f'{script} failed: {last[0]}')
     return out['stdout']
+
+
+def wait_for_chief(state_path, model, key, timeout=600):
+    """A worker that is not the chief goes on to the next phase (which reads this phase's model)
+    only once the chief has saved the model and recorded it."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        try:
+            with open(state_path) as f:
+                if json.load(f).get(model) == key and os.path.exists(model):
+                    return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.5)
+    raise md.UserError(f'the chief did not record {model} in {state_path} within {timeout} s; '
+                       'do all workers see the same output folder?')
 
 
 def evaluate(models, data, test_subset):
@@ -169,7 +185,12 @@ def main():
     p.add_argument('--recipe', choices=list(RECIPES), default='fast', help='fast (default), paper, or smoke (a quick check)')
     p.add_argument('--output', help='folder for models, logs and the table (default: runs/DATASET-RECIPE)')
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--strategy', choices=['default', 'mirrored', 'multiworker'], default='default',
+                   help='for every phase: one device, all local GPUs, or the machines in TF_CONFIG (then run '
+                   'this same command on each, with an output folder they all see)')
     args = p.parse_args()
+    # several machines: every one runs each phase; only the chief writes models and the table
+    chief = md.cluster()[2] if args.strategy == 'multiworker' else True
     data = f'{args.dataset}_backgrounds'
     out = args.output or os.path.join('runs', f'{args.dataset}-{args.recipe}')
     md.check_writable_dir(os.path.dirname(os.path.abspath(out)), f'output {out}')
@@ -193,15 +214,21 @@ def main():
             bar.refresh()
             continue
         bar.set_description(name)
-        stdout = run_step(script, a, model, bar, finished)
-        done[model] = key
-        done['_wall'] = wall + time.time() - t0
-        md.write_text(state_path, json.dumps(done, indent=1))
+        stdout = run_step(script, a, model, bar, finished, args.strategy)
+        if chief:
+            done[model] = key
+            done['_wall'] = wall + time.time() - t0
+            md.write_text(state_path, json.dumps(done, indent=1))
+        else:
+            wait_for_chief(state_path, model, key)
         finished += epochs_of(a)
         bar.n = finished
         bar.refresh()
         tqdm.write(f'{name}: {stdout.strip().splitlines()[-1]}')
     bar.close()
+    if not chief:
+        print(f'this worker took part in every phase; the chief writes the models and {out}/table.md')
+        return
     wall += time.time() - t0
     done['_wall'] = wall
     md.write_text(state_path, json.dumps(done, indent=1))

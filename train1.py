@@ -29,27 +29,30 @@ def main():
 
     import mydatagen
     import mymodels
-    mymodels.setup(args.seed)
+    strategy = mymodels.setup(args.seed, args.strategy)
     (Xtr, Ytr), tss = md.subset(md.load(args.dataset), args.subset, args.test_subset)
     names = md.DATASETS[args.dataset][1]
     mydatagen.check_batch(len(Xtr), args.batchsize)
+    mymodels.check_replicas(strategy, args.batchsize)
 
-    model = mymodels.build_classifier(Xtr.shape[1:], int(Ytr.max()) + 1, None if args.weights == 'none' else 'imagenet')
-    if args.lr or args.lr_schedule != 'constant':
-        lr = args.lr or float(model.optimizer.learning_rate)
-        steps = args.epochs * (len(Xtr) // args.batchsize)
-        mymodels.compile_classifier(model, mymodels.learning_rate(lr, args.lr_schedule, steps))
-    model.optimizer.build(model.trainable_variables)
+    with strategy.scope():   # models and optimisers live on every replica
+        model = mymodels.build_classifier(Xtr.shape[1:], int(Ytr.max()) + 1, None if args.weights == 'none' else 'imagenet')
+        lr = args.lr or mymodels.LEARNING_RATE['vgg19' if Xtr.shape[1] >= mymodels.BIG else 'classifier']
+        steps = len(Xtr) // args.batchsize
+        mymodels.compile_classifier(model, mymodels.learning_rate(lr, args.lr_schedule, args.epochs * steps), steps)
+        model.optimizer.build(model.trainable_variables)
     config = {'dataset': args.dataset, 'batchsize': args.batchsize, 'lr': args.lr, 'subset': args.subset,
               'seed': args.seed, 'lr_schedule': args.lr_schedule}
     if args.lr_schedule != 'constant':
         config['epochs'] = args.epochs   # the schedule spans the run
-    run = mymodels.Run(output, config, args.resume)
-    start = run.restore(model)
+    run = mymodels.Run(output, config, args.resume, mymodels.is_chief(strategy))
+    with strategy.scope():
+        start = run.restore(model)
 
     evaluator = mymodels.Evaluator([('train', (Xtr, Ytr))] + list(zip(names, tss)), args.eval_batchsize)
     report = mymodels.EpochReport(evaluator, model, names=[names[-1]])   # validation: the last test set
-    ds = mydatagen.batches(Xtr, Ytr, args.batchsize, seed=args.seed or 0, start_epoch=start)
+    ds = mydatagen.distribute(strategy, args.batchsize, lambda part: mydatagen.batches(
+        Xtr, Ytr, args.batchsize, seed=args.seed or 0, start_epoch=start, part=part))
     model.fit(ds, steps_per_epoch=len(Xtr) // args.batchsize, epochs=args.epochs, initial_epoch=start,
               callbacks=run.callbacks(report), verbose=mymodels.fit_verbosity(), shuffle=False)
 

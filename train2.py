@@ -37,30 +37,34 @@ def main():
     import numpy as np
     import mydatagen
     import mymodels
-    mymodels.setup(args.seed)
+    strategy = mymodels.setup(args.seed, args.strategy)
     (Xtr, Ytr), tss = md.subset(md.load(args.dataset), args.subset, args.test_subset)
     names = md.DATASETS[args.dataset][1]
     mydatagen.check_batch(len(Xtr), args.batchsize)
-    classifier = mymodels.load(args.model, 'classifier', Xtr.shape[1:], int(Ytr.max()) + 1)
+    mymodels.check_replicas(strategy, args.batchsize)
 
-    unet = mymodels.unet(Xtr.shape[1:])
-    trainer = mymodels.MaskTrainer(classifier, unet, args.area, args.total_variation, args.loss)
-    trainer.compile(optimizer=mymodels.adam('unet'))
-    trainer(Xtr[:1])
-    trainer.optimizer.build(unet.trainable_variables)
+    with strategy.scope():   # models, optimisers and the training step live on every replica
+        classifier = mymodels.load(args.model, 'classifier', Xtr.shape[1:], int(Ytr.max()) + 1)
+        unet = mymodels.unet(Xtr.shape[1:])
+        trainer = mymodels.MaskTrainer(classifier, unet, args.area, args.total_variation, args.loss)
+        trainer.compile(optimizer=mymodels.adam('unet'), steps_per_epoch=len(Xtr) // args.batchsize)
+        trainer(Xtr[:1])
+        trainer.optimizer.build(unet.trainable_variables)
     config = {'dataset': args.dataset, 'model': args.model, 'batchsize': args.batchsize, 'loss': args.loss,
               'area': args.area, 'total_variation': args.total_variation, 'subset': args.subset, 'seed': args.seed}
-    run = mymodels.Run(output, config, args.resume)
-    start = run.restore(trainer)
+    run = mymodels.Run(output, config, args.resume, mymodels.is_chief(strategy))
+    with strategy.scope():
+        start = run.restore(trainer)
 
     # the classifier is frozen: its accuracies are computed once and reported at every epoch
     evaluator = mymodels.Evaluator([('train', (Xtr, Ytr))] + list(zip(names, tss)), args.eval_batchsize)
     acc = evaluator(classifier)
     callbacks = run.callbacks(mymodels.EpochReport(evaluator, classifier, fixed=acc))
-    if args.debug:
+    if args.debug and run.chief:
         debug_X = Xtr[np.linspace(0, len(Xtr), DEBUG_IMAGES, endpoint=False, dtype=int)]
         callbacks.append(mymodels.MaskPictures(unet, debug_X, args.binarize_mask, args.area, args.debug))
-    ds = mydatagen.batches(Xtr, Ytr, args.batchsize, seed=args.seed or 0, start_epoch=start)
+    ds = mydatagen.distribute(strategy, args.batchsize, lambda part: mydatagen.batches(
+        Xtr, Ytr, args.batchsize, seed=args.seed or 0, start_epoch=start, part=part))
     trainer.fit(ds, steps_per_epoch=len(Xtr) // args.batchsize, epochs=args.epochs, initial_epoch=start,
                 callbacks=callbacks, verbose=mymodels.fit_verbosity(), shuffle=False)
 

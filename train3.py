@@ -45,40 +45,50 @@ def main():
 
     import mydatagen
     import mymodels
-    mymodels.setup(args.seed)
+    strategy = mymodels.setup(args.seed, args.strategy)
     (Xtr, Ytr), tss = md.subset(md.load(args.dataset), args.subset, args.test_subset)
     names = md.DATASETS[args.dataset][1]
     shape = Xtr.shape[1:]
     mydatagen.check_batch(len(Xtr), args.batchsize)
-    gen = mymodels.gen(shape, args.tiles) if args.back == 'adv' else None
-    classifier = mymodels.load(args.model, 'classifier', shape, int(Ytr.max()) + 1)
-    masks = args.unet_model if args.unet_model == 'heuristic' else mymodels.load(args.unet_model, 'unet', shape)
+    mymodels.check_replicas(strategy, args.batchsize)
 
-    trainer = mymodels.BackgroundTrainer(classifier, masks, args.binarize_mask, args.back, gen, args.tiles,
-                                         args.area, seed=args.seed)
-    lr = args.lr or mymodels.LEARNING_RATE['vgg19' if shape[0] >= mymodels.BIG else 'classifier']
-    total = args.epochs * (len(Xtr) // args.batchsize)   # the schedule spans the whole run, for both players
-    trainer.compile(optimizer=keras_adam(mymodels.learning_rate(lr, args.lr_schedule, total)),
-                    gen_optimizer=keras_adam(mymodels.learning_rate(args.gen_lr, args.lr_schedule, total)) if gen else None)
-    trainer.build_all(Xtr[:1])
+    with strategy.scope():   # models, optimisers and the training step live on every replica
+        gen = mymodels.gen(shape, args.tiles) if args.back == 'adv' else None
+        classifier = mymodels.load(args.model, 'classifier', shape, int(Ytr.max()) + 1)
+        masks = args.unet_model if args.unet_model == 'heuristic' else mymodels.load(args.unet_model, 'unet', shape)
+        trainer = mymodels.BackgroundTrainer(classifier, masks, args.binarize_mask, args.back, gen, args.tiles,
+                                             args.area, seed=args.seed)
+        lr = args.lr or mymodels.LEARNING_RATE['vgg19' if shape[0] >= mymodels.BIG else 'classifier']
+        steps = len(Xtr) // args.batchsize
+        total = args.epochs * steps   # the schedule spans the whole run, for both players
+        trainer.compile(optimizer=keras_adam(mymodels.learning_rate(lr, args.lr_schedule, total)),
+                        gen_optimizer=keras_adam(mymodels.learning_rate(args.gen_lr, args.lr_schedule, total)) if gen else None,
+                        steps_per_epoch=steps)
+        trainer.build_all(Xtr[:1])
     config = {'dataset': args.dataset, 'model': args.model, 'unet_model': args.unet_model,
               'binarize_mask': args.binarize_mask, 'back': args.back, 'tiles': args.tiles, 'area': args.area,
               'batchsize': args.batchsize, 'lr': args.lr, 'subset': args.subset, 'seed': args.seed,
               'lr_schedule': args.lr_schedule, 'gen_lr': args.gen_lr}
     if args.lr_schedule != 'constant':
         config['epochs'] = args.epochs   # the schedule spans the run
-    run = mymodels.Run(output, config, args.resume)
-    start = run.restore(trainer)
+    run = mymodels.Run(output, config, args.resume, mymodels.is_chief(strategy))
+    with strategy.scope():
+        start = run.restore(trainer)
 
     evaluator = mymodels.Evaluator([('train', (Xtr, Ytr))] + list(zip(names, tss)), args.eval_batchsize)
     report = mymodels.EpochReport(evaluator, classifier)
     callbacks = run.callbacks(report)
-    if args.imsave:
+    if args.imsave and run.chief:
         callbacks.append(mymodels.CompositePictures(trainer, [(n, X) for n, (X, _) in zip(names, tss)],
                                                     args.imsave, IMSAVE_IMAGES))
-    ds = mydatagen.batches(Xtr, Ytr, args.batchsize, seed=args.seed or 0, start_epoch=start)
-    if args.back == 'real':
-        ds = mydatagen.with_backgrounds(ds, md.prates_backgen(seed=args.seed, size=shape[0]), args.batchsize)
+
+    def pipeline(part):   # the batches, or the rows `part` of each (one worker's, under a strategy)
+        ds = mydatagen.batches(Xtr, Ytr, args.batchsize, seed=args.seed or 0, start_epoch=start, part=part)
+        if args.back == 'real':
+            ds = mydatagen.with_backgrounds(ds, md.prates_backgen(seed=args.seed, size=shape[0]), args.batchsize, part)
+        return trainer.with_noise(ds, seed=args.seed or 0, start_epoch=start, part=part)
+
+    ds = mydatagen.distribute(strategy, args.batchsize, pipeline)
     trainer.fit(ds, steps_per_epoch=len(Xtr) // args.batchsize, epochs=args.epochs, initial_epoch=start,
                 callbacks=callbacks, verbose=mymodels.fit_verbosity(), shuffle=False)
 

@@ -139,7 +139,7 @@ def test_phase3_modes_train(mnist_small, back, mode):
             while True:
                 yield rng.random((32, 32, 1)).astype(np.float32)
         ds = mydatagen.with_backgrounds(ds, crops(), 16)
-    h = t.fit(ds, steps_per_epoch=3, epochs=1, verbose=0)
+    h = t.fit(t.with_noise(ds), steps_per_epoch=3, epochs=1, verbose=0)
     assert np.isfinite(h.history['ce'][0])
     changed = lambda m: any(not np.array_equal(a, w.numpy()) for a, w in zip(before[m.name], m.weights))
     assert changed(clf) and not changed(unet)          # the U-Net stays frozen in phase 3
@@ -178,8 +178,9 @@ def test_white_background_penalty(mnist_small):
     t.build_all(X[:1])
     last = gen.layers[-1]
     last.bias.assign(tf.fill(last.bias.shape, 8.0))    # sigmoid(8+...) ~ white backgrounds
-    logs = t.train_step((tf.constant(X[:16]), tf.constant(Y[:16])))
-    B = t.adversarial_backgrounds(16, training=False)
+    z = tf.random.normal([16, 4, mymodels.noise_size(gen)])
+    logs = t.train_step((tf.constant(X[:16]), z, tf.constant(Y[:16])))
+    B = t.adversarial_backgrounds(training=False, z=z)
     assert float(tf.reduce_mean(B)) > 0.9
     assert float(logs['adv_loss']) == pytest.approx(-float(logs['ce']) + float(tf.reduce_mean(B)) - 0.5, abs=0.05)
 

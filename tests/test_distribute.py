@@ -1,0 +1,139 @@
+"""tf.distribute: MirroredStrategy over 2 logical CPU devices gives the same training steps as one
+device; every phase script runs under it; MultiWorkerMirroredStrategy with two worker processes
+on 127.0.0.1 (phases 1 and 3, and reproduce.py) finishes, the workers agree, only the chief writes."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from helpers import ROOT, csv_numbers, one_line_error, script
+
+SMALL = ['--subset', 256, '--test-subset', 64, '--batchsize', 16, '--seed', 1]
+
+
+def env(**kw):
+    e = dict(os.environ)
+    e.pop('TF_CONFIG', None)
+    e.update({k: str(v) for k, v in kw.items()})
+    return e
+
+
+def test_mirrored_step_equals_default(real_data):
+    """Each phase (phase 3 also with its white-background penalty active), two steps through
+    fit(): the weights after them agree with one device's to float noise. With plain SGD a wrong
+    loss scaling (sum instead of mean over replicas) would double the step, so it shows."""
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'tests', 'replica_check.py')], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600, env=env(BIAL_CPU_DEVICES=2))
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out.pop('replicas') == 2
+    assert sorted(out) == sorted(f'{p}/{o}' for p in ['phase1', 'phase2', 'phase3', 'phase3_white'] for o in ['adam', 'sgd'])
+    for case, v in out.items():
+        assert v['moved'] > 1e-3, case            # the steps did train
+        assert v['max_diff'] < 2e-5, (case, v)    # and two replicas did exactly what one device did
+
+
+@pytest.fixture(scope='module')
+def mirrored_chain(real_data, tmp_path_factory):
+    d = tmp_path_factory.mktemp('mirrored')
+    e = env(BIAL_CPU_DEVICES=2)
+    runs = {
+        'p1': script('train1.py', 'mnist_backgrounds', '--strategy', 'mirrored', '--epochs', 1, '--output', d / 'p1.keras',
+                     *SMALL, env=e)}
+    runs['p2'] = script('train2.py', 'mnist_backgrounds', d / 'p1.keras', 'otsu', '--strategy', 'mirrored', '--epochs', 1,
+                        '--output', d / 'p2.keras', *SMALL, env=e)
+    runs['p3'] = script('train3.py', 'mnist_backgrounds', d / 'p1.keras', d / 'p2.keras', 'otsu', 'adv', '--strategy',
+                        'mirrored', '--epochs', 1, '--output', d / 'p3.keras', *SMALL, env=e)
+    return d, runs
+
+
+def test_every_phase_runs_mirrored(mirrored_chain):
+    import mymodels
+    d, runs = mirrored_chain
+    for name, r in runs.items():
+        assert r.returncode == 0, (name, r.stderr[-2000:])
+        assert '2 replica(s) in sync, 8 images each per step' in r.stderr, name
+        assert len(csv_numbers(r.stdout.strip().splitlines()[-1])) == 8
+    mymodels.load(str(d / 'p1.keras'), 'classifier', (32, 32, 1), 10)
+    mymodels.load(str(d / 'p2.keras'), 'unet', (32, 32, 1))
+    mymodels.load(str(d / 'p3.keras'), 'classifier', (32, 32, 1), 10)
+    assert (d / 'p3-back.keras').exists() and not (d / 'p3-checkpoint').exists()
+
+
+def test_batch_must_split_evenly(real_data, tmp_path):
+    r = script('train1.py', 'mnist_backgrounds', '--strategy', 'mirrored', '--batchsize', 15, '--subset', 256,
+               '--output', tmp_path / 'p.keras', env=env(BIAL_CPU_DEVICES=2))
+    assert 'multiple of the 2 replicas' in one_line_error(r)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize('config, says', [(None, 'needs TF_CONFIG'), ('{"cluster": ', 'not a usable cluster'),
+                                          ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", '
+                                           '"index": 3}}', 'no worker number 3')])
+def test_multiworker_needs_a_cluster(tmp_path, config, says):
+    e = env(**({'TF_CONFIG': config} if config else {}))
+    r = script('train1.py', 'mnist_backgrounds', '--strategy', 'multiworker', '--output', tmp_path / 'p.keras', env=e)
+    assert says in one_line_error(r)
+
+
+def free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(('127.0.0.1', 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def two_workers(name, *args, timeout=600):
+    """Run `python NAME ARGS` as worker 0 and worker 1 of a two-machine cluster on 127.0.0.1."""
+    hosts = [f'127.0.0.1:{p}' for p in free_ports(2)]
+    procs = []
+    for i in range(2):
+        config = json.dumps({'cluster': {'worker': hosts}, 'task': {'type': 'worker', 'index': i}})
+        procs.append(subprocess.Popen([sys.executable, os.path.join(ROOT, name), *map(str, args)], cwd=ROOT,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      env=env(TF_CONFIG=config)))
+    try:
+        return [p.communicate(timeout=timeout) for p in procs], [p.returncode for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+
+
+def test_multiworker_phases_1_and_3(real_data, tmp_path):
+    import mymodels
+    p1, p3 = tmp_path / 'p1.keras', tmp_path / 'p3.keras'
+    common = ['--strategy', 'multiworker', '--epochs', 2, *SMALL]
+    (o0, o1), rcs = two_workers('train1.py', 'mnist_backgrounds', *common, '--output', p1)
+    assert rcs == [0, 0], (o0[1][-2000:], o1[1][-2000:])
+    assert o0[0].strip().splitlines()[-1] == o1[0].strip().splitlines()[-1]   # the workers agree
+    assert 'saved' in o0[1] and 'not the chief' in o1[1]
+    mymodels.load(str(p1), 'classifier', (32, 32, 1), 10)
+
+    (o0, o1), rcs = two_workers('train3.py', 'mnist_backgrounds', p1, 'heuristic', 'otsu', 'adv', *common, '--output', p3)
+    assert rcs == [0, 0], (o0[1][-2000:], o1[1][-2000:])
+    lines = [o[0].strip().splitlines() for o in (o0, o1)]
+    assert lines[0][-1] == lines[1][-1]
+    epochs = [[l.split('/step - ', 1)[1] for l in ls if 'acc_clean' in l] for ls in lines]   # every epoch agrees
+    assert len(epochs[0]) == 2 and epochs[0] == epochs[1]
+    mymodels.load(str(p3), 'classifier', (32, 32, 1), 10)
+    assert (tmp_path / 'p3-back.keras').exists()
+    # only the chief wrote: one model of each, one log; no checkpoints or temporary files left
+    assert sorted(f.name for f in tmp_path.iterdir()) == ['p1-log.csv', 'p1.keras', 'p3-back.keras', 'p3-log.csv', 'p3.keras']
+
+
+def test_reproduce_multiworker(real_data, tmp_path):
+    out = tmp_path / 'run'
+    (o0, o1), rcs = two_workers('reproduce.py', 'mnist', '--recipe', 'smoke', '--strategy', 'multiworker',
+                                '--output', out)
+    assert rcs == [0, 0], (o0[1][-2000:], o1[1][-2000:])
+    assert 'wrote' in o0[0] and 'the chief writes' in o1[0]
+    table = (out / 'table.md').read_text()
+    assert table.count('| Proposal (') == 2 and '| Traditional |' in table
+    assert all((out / f).exists() for f in ['phase1.keras', 'phase2.keras', 'phase3-heuristic.keras',
+                                             'phase3-unet.keras', 'figure.png', 'table.csv'])

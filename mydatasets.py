@@ -780,6 +780,9 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f'{self.prog}: error: {message}\n')
 
 
+STRATEGIES = ['default', 'mirrored', 'multiworker']   # tf.distribute: one device, local GPUs, machines
+
+
 def training_args(p, epochs, batchsize, eval_batchsize):
     """The options every training script shares (added after its own positional arguments)."""
     p.add_argument('--epochs', type=positive_int, default=epochs)
@@ -789,7 +792,7 @@ def training_args(p, epochs, batchsize, eval_batchsize):
     p.add_argument('--resume', action='store_true', help='continue an interrupted run from its last checkpoint')
     p.add_argument('--subset', type=positive_int, help='use only the first N training images')
     p.add_argument('--test-subset', type=positive_int, help='use only the first N images of each test set')
-    p.add_argument('--strategy', choices=['default', 'mirrored', 'multiworker'], default='default',
+    p.add_argument('--strategy', choices=STRATEGIES, default='default',
                    help='default: one device; mirrored: all local GPUs; multiworker: the machines in TF_CONFIG '
                    '(the batch size is the global one, split across replicas)')
 
@@ -868,10 +871,10 @@ def quiet_tensorflow():
         os.close(null)
 
 
-def cluster():
-    """(task type, index, is chief) from TF_CONFIG, the cluster description of several
-    machines (tf.distribute multiworker), read without starting TensorFlow. The chief is the
-    task of type 'chief', or worker 0 when the cluster names none. One-line error when unusable."""
+def is_cluster_chief():
+    """Whether this task is the chief of the cluster in TF_CONFIG (several machines,
+    tf.distribute multiworker), read without starting TensorFlow: the task of type 'chief', or
+    worker 0 when the cluster names none. One-line error when TF_CONFIG is missing or unusable."""
     import json
     raw = os.environ.get('TF_CONFIG', '').strip()
     if not raw:
@@ -886,7 +889,7 @@ def cluster():
         detail = f'missing {e}' if isinstance(e, KeyError) else str(e)
         raise UserError(f'TF_CONFIG is not a usable cluster description ({detail}); expected '
                         '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": N}}')
-    return kind, index, kind == 'chief' or (kind == 'worker' and index == 0 and 'chief' not in members)
+    return kind == 'chief' or (kind == 'worker' and index == 0 and 'chief' not in members)
 
 
 def cpu_devices(tf):

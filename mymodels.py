@@ -24,6 +24,12 @@ LEARNING_RATE = {'classifier': 1e-3, 'vgg19': 1e-5, 'unet': 1e-5, 'gen': 1e-5}
 # training steps per call into the TensorFlow graph: at batch size 8 a step is a few milliseconds,
 # and Keras' per-call Python work would otherwise cost as much again (benchmark.py measures it)
 STEPS_PER_EXECUTION = 32
+VGG_MEAN_BGR = [103.939, 116.779, 123.68]
+BIG = 128   # images this high or more use vgg19
+
+
+class ModelError(UserError):
+    """A model cannot be built or loaded; the message is one line meant for the user."""
 
 
 def steps_per_execution(steps_per_epoch=None):
@@ -38,12 +44,6 @@ def steps_per_execution(steps_per_epoch=None):
     if steps_per_epoch is None:
         return STEPS_PER_EXECUTION
     return max(d for d in range(1, STEPS_PER_EXECUTION + 1) if steps_per_epoch % d == 0)
-VGG_MEAN_BGR = [103.939, 116.779, 123.68]
-BIG = 128   # images this high or more use vgg19
-
-
-class ModelError(UserError):
-    """A model cannot be built or loaded; the message is one line meant for the user."""
 
 
 def _log2_blocks(h):
@@ -115,9 +115,13 @@ def vgg19(shape, K, weights='imagenet'):
     return compile_classifier(keras.Model(inp, out, name='vgg19_classifier'), LEARNING_RATE['vgg19'])
 
 
-def build_classifier(shape, K, weights='imagenet'):
+def classifier_kind(shape):
     """The paper's choice: the small classifier below 128 px, VGG19 from 128 px up."""
-    return vgg19(shape, K, weights) if shape[0] >= BIG else classifier(shape, K)
+    return 'vgg19' if shape[0] >= BIG else 'classifier'
+
+
+def build_classifier(shape, K, weights='imagenet'):
+    return vgg19(shape, K, weights) if classifier_kind(shape) == 'vgg19' else classifier(shape, K)
 
 
 def unet(shape):
@@ -732,20 +736,17 @@ class Run:
 # ----------------------------------------------------------------------------------------------
 # Several devices or machines: TensorFlow's distribution strategies (tf.distribute)
 
-STRATEGIES = ['default', 'mirrored', 'multiworker']
-
-
 def make_strategy(name='default'):
     """default: one device. mirrored: every local GPU (without GPUs: every logical CPU device,
     one unless BIAL_CPU_DEVICES says more, see mydatasets.cpu_devices). multiworker: the
     machines named in TF_CONFIG, each with its local GPUs. Made before any other TensorFlow
     work, as multiworker requires."""
     import tensorflow as tf
+    from mydatasets import STRATEGIES, is_cluster_chief
     if name not in STRATEGIES:
         raise UserError(f'unknown strategy {name!r}; choose one of {", ".join(STRATEGIES)}')
     if name == 'multiworker':
-        from mydatasets import cluster
-        cluster()   # a one-line error for a missing or unusable TF_CONFIG
+        is_cluster_chief()   # a one-line error for a missing or unusable TF_CONFIG
     if name == 'default':
         return tf.distribute.get_strategy()
     if name == 'mirrored':

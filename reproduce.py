@@ -185,12 +185,12 @@ def main():
     p.add_argument('--recipe', choices=list(RECIPES), default='fast', help='fast (default), paper, or smoke (a quick check)')
     p.add_argument('--output', help='folder for models, logs and the table (default: runs/DATASET-RECIPE)')
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--strategy', choices=['default', 'mirrored', 'multiworker'], default='default',
+    p.add_argument('--strategy', choices=md.STRATEGIES, default='default',
                    help='for every phase: one device, all local GPUs, or the machines in TF_CONFIG (then run '
                    'this same command on each, with an output folder they all see)')
     args = p.parse_args()
     # several machines: every one runs each phase; only the chief writes models and the table
-    chief = md.cluster()[2] if args.strategy == 'multiworker' else True
+    chief = md.is_cluster_chief() if args.strategy == 'multiworker' else True
     data = f'{args.dataset}_backgrounds'
     out = args.output or os.path.join('runs', f'{args.dataset}-{args.recipe}')
     md.check_writable_dir(os.path.dirname(os.path.abspath(out)), f'output {out}')

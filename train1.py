@@ -37,7 +37,7 @@ def main():
 
     with strategy.scope():   # models and optimisers live on every replica
         model = mymodels.build_classifier(Xtr.shape[1:], int(Ytr.max()) + 1, None if args.weights == 'none' else 'imagenet')
-        lr = args.lr or mymodels.LEARNING_RATE['vgg19' if Xtr.shape[1] >= mymodels.BIG else 'classifier']
+        lr = args.lr or mymodels.LEARNING_RATE[mymodels.classifier_kind(Xtr.shape[1:])]
         steps = len(Xtr) // args.batchsize
         mymodels.compile_classifier(model, mymodels.learning_rate(lr, args.lr_schedule, args.epochs * steps), steps)
         model.optimizer.build(model.trainable_variables)

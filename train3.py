@@ -58,7 +58,7 @@ def main():
         masks = args.unet_model if args.unet_model == 'heuristic' else mymodels.load(args.unet_model, 'unet', shape)
         trainer = mymodels.BackgroundTrainer(classifier, masks, args.binarize_mask, args.back, gen, args.tiles,
                                              args.area, seed=args.seed)
-        lr = args.lr or mymodels.LEARNING_RATE['vgg19' if shape[0] >= mymodels.BIG else 'classifier']
+        lr = args.lr or mymodels.LEARNING_RATE[mymodels.classifier_kind(shape)]
         steps = len(Xtr) // args.batchsize
         total = args.epochs * steps   # the schedule spans the whole run, for both players
         trainer.compile(optimizer=keras_adam(mymodels.learning_rate(lr, args.lr_schedule, total)),

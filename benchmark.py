@@ -32,10 +32,10 @@ def main():
     md.check_output_file(args.output, ('.json',))
 
     import numpy as np
+    import mydatagen   # first: they start TensorFlow the way the scripts do (oneDNN on, see
+    import mymodels    # mydatasets.quiet_tensorflow); importing tensorflow first would skip that
     import tensorflow as tf
     import keras
-    import mydatagen
-    import mymodels
     mymodels.setup(0)
     seconds = 1.0 if args.quick else SECONDS
     (X, Y), tss = md.load(args.dataset)
@@ -63,7 +63,8 @@ def main():
     peak = matmul_peak(tf, seconds)
     print(f'TensorFlow {tf.__version__}, Keras {keras.__version__}, CPU: {cpu_name()}, {os.cpu_count()} cores, '
           f'threads intra={tf.config.threading.get_intra_op_parallelism_threads()} '
-          f'inter={tf.config.threading.get_inter_op_parallelism_threads()} (0 = all cores)')
+          f'inter={tf.config.threading.get_inter_op_parallelism_threads()} (0 = all cores), '
+          f'oneDNN {"on" if md.onednn_enabled() else "off"}')
     print(f'fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s\n')
     print(f'{"case":<34} {"batch":>5} {"images/s":>12} {"MFLOP/im":>8} {"peak":>6}')
 
@@ -134,7 +135,7 @@ def main():
             'cpu': cpu_name(), 'cores': os.cpu_count(),
             'intra_op_threads': tf.config.threading.get_intra_op_parallelism_threads(),
             'inter_op_threads': tf.config.threading.get_inter_op_parallelism_threads(),
-            'matmul_peak_gflops': round(peak / 1e9, 1), 'quick': args.quick, 'dataset': args.dataset,
+            'onednn': md.onednn_enabled(), 'matmul_peak_gflops': round(peak / 1e9, 1), 'quick': args.quick, 'dataset': args.dataset,
             'full_evaluation_s': round(full_eval, 2), 'results': results}
     md.write_text(args.output, json.dumps(info, indent=1))
     print(f'wrote {args.output}')

@@ -871,6 +871,16 @@ def quiet_tensorflow():
         os.close(null)
 
 
+def onednn_enabled():
+    """Whether TensorFlow runs its oneDNN kernels (True/False; None where this TensorFlow cannot
+    say). quiet_tensorflow() turns them on, but only when it is what starts TensorFlow."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return None
+
+
 def is_cluster_chief():
     """Whether this task is the chief of the cluster in TF_CONFIG (several machines,
     tf.distribute multiworker), read without starting TensorFlow: the task of type 'chief', or

@@ -158,21 +158,24 @@ def distribute(strategy, batch_size, make):
     return strategy.distribute_datasets_from_function(per_worker)
 
 
-def with_noise(ds, shape, seed=0, start_epoch=0, part=None):
+def with_noise(ds, shape, seed=0, start_epoch=0, part=None, uniform=False):
     """Add standard normal noise of `shape` per image to each batch, just before the labels
-    (phase 3: the generator's input, or the noise backgrounds). Drawn here rather than in the
-    training step so that the draw is the same whether one device or several replicas share the
-    batch. Seeded like batches() (its own stream), and continued by `start_epoch` on resume.
+    (phase 3: the generator's input, or the noise backgrounds; uniform=True: uniform in [0, 1),
+    its own stream, for the clean share). Drawn here rather than in the training step so that the
+    draw is the same whether one device or several replicas share the batch. Seeded like
+    batches() (its own stream), and continued by `start_epoch` on resume.
     part=(lo, hi, batch size): rows lo:hi of the whole batch's noise (ds holds those rows)."""
     shape = [int(d) for d in shape]
-    seeds = tf.data.Dataset.random(seed=int(seed) + 1000003 * int(start_epoch) + 7919).batch(2)
+    stream = 104729 if uniform else 7919
+    seeds = tf.data.Dataset.random(seed=int(seed) + 1000003 * int(start_epoch) + stream).batch(2)
+    draw = tf.random.stateless_uniform if uniform else tf.random.stateless_normal
 
     def add(batch, s):
         *rest, Y = batch
         if part is None:
-            z = tf.random.stateless_normal(tf.concat([tf.shape(Y)[:1], shape], 0), seed=s)
+            z = draw(tf.concat([tf.shape(Y)[:1], shape], 0), seed=s)
         else:
-            z = tf.random.stateless_normal([part[2]] + shape, seed=s)[part[0]:part[1]]
+            z = draw([part[2]] + shape, seed=s)[part[0]:part[1]]
         return (*rest, z, Y)
 
     return (tf.data.Dataset.zip(ds, seeds).map(add, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -804,24 +804,37 @@ def dataset_arg(name):
         raise argparse.ArgumentTypeError(str(e))
 
 
-def positive_int(s):
+def whole_number(s, least=1):
     try:
         v = int(s)
     except ValueError:
         raise argparse.ArgumentTypeError(f'{s!r} is not a whole number')
-    if v < 1:
-        raise argparse.ArgumentTypeError(f'must be at least 1, got {v}')
+    if v < least:
+        raise argparse.ArgumentTypeError(f'must be at least {least}, got {v}')
     return v
 
 
-def fraction(s):
+def positive_int(s):
+    return whole_number(s, 1)
+
+
+def non_negative_int(s):
+    return whole_number(s, 0)
+
+
+def fraction(s, ends=False):
+    """A number strictly between 0 and 1 (ends=True: 0 and 1 allowed too)."""
     try:
         v = float(s)
     except ValueError:
         raise argparse.ArgumentTypeError(f'{s!r} is not a number')
-    if not 0 < v < 1:
-        raise argparse.ArgumentTypeError(f'must be strictly between 0 and 1, got {v:g}')
+    if not (0 <= v <= 1 if ends else 0 < v < 1):
+        raise argparse.ArgumentTypeError(f'must be {"" if ends else "strictly "}between 0 and 1, got {v:g}')
     return v
+
+
+def share(s):
+    return fraction(s, ends=True)
 
 
 def check_output_file(path, exts=('.keras', '.h5')):

@@ -10,6 +10,7 @@ only custom layer (VGG19's input preprocessing) is registered, so importing this
 that loading needs. `load(path, expect=...)` is the scripts' loader: it also reads the Keras 2
 .h5 files of the published code and says in one line what is wrong with a file that does not fit.
 """
+import contextlib
 import math
 import os
 import tempfile
@@ -394,12 +395,27 @@ class BackgroundTrainer(keras.Model):
     (given with each batch). Backgrounds 'real' come with each batch too, and so does the random
     noise of 'adv' and 'noise' (see with_noise): a batch is (X, [masks], [backgrounds], [noise], Y).
     Drawing the noise in the input pipeline, per image, makes a step the same whether one device
-    or several replicas share the batch."""
+    or several replicas share the batch.
+
+    Two additions to the published method, both off by default (the fast recipe uses them, see the
+    README): clean_share, the share of images trained on as they are, with their own background
+    (drawn per image in the pipeline too: a uniform number comes with each batch after the noise);
+    average=N, an exponential moving average of the classifier's weights over about the last N
+    steps (momentum 1 - 1/N), which is what is evaluated after each epoch and saved at the end."""
 
     def __init__(self, classifier, masks='heuristic', binarize_mode='otsu', back='adv', gen=None, tiles=2,
-                 area=0.2, seed=None, **kw):
+                 area=0.2, seed=None, clean_share=0.0, average=0, **kw):
         super().__init__(**kw)
         self.classifier, self.back, self.gen, self.tiles = classifier, back, gen, tiles
+        self.clean_share, self.average, self._average = float(clean_share), int(average), []
+        if self.average:
+            # the replicas hold the same weights after each update, so the first one's average is
+            # everyone's; these are the trainer's own weights, so checkpoints keep them
+            self._average = [self.add_weight(shape=w.shape, initializer='zeros', trainable=False,
+                                             aggregation='only_first_replica', name=f'average_{i}')
+                             for i, w in enumerate(classifier.weights)]
+            for a, w in zip(self._average, classifier.weights):
+                a.assign(w)
         self.unet = masks if isinstance(masks, keras.Model) else None
         if self.unet is not None:
             self.unet.trainable = False
@@ -427,6 +443,26 @@ class BackgroundTrainer(keras.Model):
             self.gen(keras.ops.zeros((1, noise_size(self.gen))))
         self.optimizer.build(self.classifier.trainable_variables)
 
+    @contextlib.contextmanager
+    def averaged(self):
+        """Within it the classifier holds the averaged weights (average=N; otherwise its own)."""
+        if not self._average:
+            yield
+            return
+        raw = [w.numpy() for w in self.classifier.weights]
+        for w, a in zip(self.classifier.weights, self._average):
+            w.assign(a.numpy())
+        try:
+            yield
+        finally:
+            for w, r in zip(self.classifier.weights, raw):
+                w.assign(r)
+
+    def adopt_average(self):
+        """At the end of a run: the classifier keeps the averaged weights (average=N)."""
+        for w, a in zip(self.classifier.weights, self._average):
+            w.assign(a.numpy())
+
     @property
     def metrics(self):
         return [self.ce_mean, self.adv_mean]
@@ -452,10 +488,14 @@ class BackgroundTrainer(keras.Model):
         return None
 
     def with_noise(self, ds, seed=0, start_epoch=0, part=None):
-        """Add the per-image noise this trainer needs to a dataset of batches (before the labels)."""
+        """Add the per-image random inputs this trainer needs to a dataset of batches (before the
+        labels): the noise (noise_shape), then with clean_share a uniform number per image."""
         import mydatagen
-        shape = self.noise_shape
-        return ds if shape is None else mydatagen.with_noise(ds, shape, seed, start_epoch, part)
+        if self.noise_shape is not None:
+            ds = mydatagen.with_noise(ds, self.noise_shape, seed, start_epoch, part)
+        if self.clean_share > 0:
+            ds = mydatagen.with_noise(ds, (), seed, start_epoch, part, uniform=True)
+        return ds
 
     def adversarial_backgrounds(self, n=None, training=True, z=None):
         """tiles x tiles independent generator draws, each from its own normal noise z (n, tiles^2,
@@ -475,21 +515,24 @@ class BackgroundTrainer(keras.Model):
 
     def train_step(self, data):
         import tensorflow as tf
-        data = list(data)
-        X, Y = data[0], data[-1]
-        expected = 2 + (self.mask_source == 'manual') + (self.back == 'real') + (self.noise_shape is not None)
-        if len(data) != expected:
+        X, *extra, Y = data   # (X, [masks], [backgrounds], [noise], [uniform], Y)
+        wanted = [self.mask_source == 'manual', self.back == 'real', self.noise_shape is not None, self.clean_share > 0]
+        if len(extra) != sum(wanted):
             raise ValueError(f'phase 3 with back={self.back!r}, masks={self.mask_source!r} takes batches of '
-                             f'{expected} tensors, got {len(data)} (add the noise with with_noise())')
-        given_masks = data[1] if self.mask_source == 'manual' else None
-        B = data[-2] if self.back in ('real', 'noise') else None
+                             f'{2 + sum(wanted)} tensors, got {2 + len(extra)} (add the noise with with_noise())')
+        given_masks, B, z, u = [extra.pop(0) if w else None for w in wanted]
+        if self.back == 'noise':
+            B = z
         M, _ = self.masks(X, given_masks)
         with tf.GradientTape(persistent=True) as tape:
             if self.back == 'adv':
-                B = self.adversarial_backgrounds(training=True, z=data[-2])
+                B = self.adversarial_backgrounds(training=True, z=z)
             elif self.back == 'black':
                 B = tf.zeros_like(X)
-            ce = _ce(Y, self.classifier(self.composite(X, M, B), training=True))
+            Z = self.composite(X, M, B)
+            if u is not None:   # these images keep their own background
+                Z = tf.where(tf.reshape(u < self.clean_share, [-1, 1, 1, 1]), X, Z)
+            ce = _ce(Y, self.classifier(Z, training=True))
             adv = -ce
             if self.back == 'adv' and X.shape[-1] == 1:
                 # keeps 1-channel backgrounds from going all white; the mean is over the global
@@ -505,6 +548,10 @@ class BackgroundTrainer(keras.Model):
         else:
             adv = tf.zeros_like(ce)
         del tape
+        if self._average:
+            m = 1.0 - 1.0 / self.average
+            for a, w in zip(self._average, self.classifier.weights):
+                a.assign(m * a + (1.0 - m) * w)
         self.ce_mean.update_state(ce)
         self.adv_mean.update_state(adv)
         return {'ce': self.ce_mean.result(), 'adv_loss': self.adv_mean.result()}
@@ -515,9 +562,10 @@ class BackgroundTrainer(keras.Model):
 
 class Evaluator:
     """Accuracy of a classifier on named sets at a large batch size. The tf.data pipelines are
-    built once, so the arrays are not copied again at every epoch."""
+    built once, so the arrays are not copied again at every epoch, and each set is counted in one
+    call into the graph (a loop over its batches there), not one Python round trip per batch."""
 
-    def __init__(self, sets, batch_size=512):
+    def __init__(self, sets, batch_size=1024):
         import tensorflow as tf
         self.names = [n for n, _ in sets]
         self.data = {n: tf.data.Dataset.from_tensor_slices((X, Y.astype('int32'))).batch(batch_size).prefetch(2)
@@ -528,33 +576,39 @@ class Evaluator:
     def _counter(self, model):
         import tensorflow as tf
         if id(model) not in self._fns:
-            @tf.function(reduce_retracing=True, autograph=False)
-            def correct(x, y):
-                pred = tf.argmax(model(x, training=False), -1, output_type=tf.int32)
-                return tf.reduce_sum(tf.cast(pred == y, tf.int64))
+            @tf.function(reduce_retracing=True)
+            def correct(ds):
+                total = tf.constant(0, tf.int64)
+                for x, y in ds:
+                    pred = tf.argmax(model(x, training=False), -1, output_type=tf.int32)
+                    total += tf.reduce_sum(tf.cast(pred == y, tf.int64))
+                return total
             self._fns[id(model)] = correct
         return self._fns[id(model)]
 
     def __call__(self, model, names=None):
         correct = self._counter(model)
-        out = {}
-        for n in names or self.names:
-            out[n] = float(sum(int(correct(x, y)) for x, y in self.data[n])) / self.sizes[n]
-        return out
+        return {n: float(correct(self.data[n])) / self.sizes[n] for n in names or self.names}
 
 
 class EpochReport(keras.callbacks.Callback):
     """After each epoch: accuracy of `classifier` on the named sets (all by default), added to the
     epoch's logs, which fit's progress line and the CSV log show. `fixed`: numbers computed once
-    (phase 2, whose classifier is frozen and whose accuracies cannot change)."""
+    (phase 2, whose classifier is frozen and whose accuracies cannot change). `weights`: a context
+    in which the classifier holds the weights to report (phase 3's averaged ones)."""
 
-    def __init__(self, evaluator, classifier, names=None, fixed=None):
+    def __init__(self, evaluator, classifier, names=None, fixed=None, weights=contextlib.nullcontext):
         super().__init__()
         self.evaluator, self.classifier, self.names, self.fixed = evaluator, classifier, names, fixed
+        self.weights = weights
         self.last = {}
 
     def on_epoch_end(self, epoch, logs=None):
-        acc = self.fixed if self.fixed is not None else self.evaluator(self.classifier, self.names)
+        if self.fixed is not None:
+            acc = self.fixed
+        else:
+            with self.weights():
+                acc = self.evaluator(self.classifier, self.names)
         self.last = acc
         if logs is not None:   # fit's progress line and the CSV log show them from here
             logs.update({f'acc_{n}': a for n, a in acc.items()})

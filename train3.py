@@ -31,6 +31,11 @@ def main():
     p.add_argument('--lr-schedule', choices=['constant', 'cosine'], default='constant',
                    help='learning rates of the classifier and the generator: constant (published) or cosine decay to 0 over the run')
     p.add_argument('--gen-lr', type=float, default=1e-5, help='background generator learning rate (default 1e-5)')
+    p.add_argument('--clean-share', type=md.share, default=0.0,
+                   help='share of each batch trained on as it is, with its own background (default 0: published)')
+    p.add_argument('--average', type=md.non_negative_int, default=0, metavar='N',
+                   help='evaluate and save a moving average of the classifier\'s weights over about the last N '
+                   'steps (default 0: the weights themselves, published)')
     p.add_argument('--imsave', metavar='DIR', help='write PNGs per epoch (12 images of each test set: image, '
                    'soft mask, binarized mask, composite) into DIR')
     p.add_argument('--output', help='classifier file, .keras or .h5 (default: DATASET-phase3-BACK.keras)')
@@ -57,7 +62,8 @@ def main():
         classifier = mymodels.load(args.model, 'classifier', shape, int(Ytr.max()) + 1)
         masks = args.unet_model if args.unet_model == 'heuristic' else mymodels.load(args.unet_model, 'unet', shape)
         trainer = mymodels.BackgroundTrainer(classifier, masks, args.binarize_mask, args.back, gen, args.tiles,
-                                             args.area, seed=args.seed)
+                                             args.area, seed=args.seed, clean_share=args.clean_share,
+                                             average=args.average)
         lr = args.lr or mymodels.LEARNING_RATE[mymodels.classifier_kind(shape)]
         steps = len(Xtr) // args.batchsize
         total = args.epochs * steps   # the schedule spans the whole run, for both players
@@ -68,7 +74,8 @@ def main():
     config = {'dataset': args.dataset, 'model': args.model, 'unet_model': args.unet_model,
               'binarize_mask': args.binarize_mask, 'back': args.back, 'tiles': args.tiles, 'area': args.area,
               'batchsize': args.batchsize, 'lr': args.lr, 'subset': args.subset, 'seed': args.seed,
-              'lr_schedule': args.lr_schedule, 'gen_lr': args.gen_lr}
+              'lr_schedule': args.lr_schedule, 'gen_lr': args.gen_lr,
+              'clean_share': args.clean_share, 'average': args.average}
     if args.lr_schedule != 'constant':
         config['epochs'] = args.epochs   # the schedule spans the run
     run = mymodels.Run(output, config, args.resume, mymodels.is_chief(strategy))
@@ -76,7 +83,7 @@ def main():
         start = run.restore(trainer)
 
     evaluator = mymodels.Evaluator([('train', (Xtr, Ytr))] + list(zip(names, tss)), args.eval_batchsize)
-    report = mymodels.EpochReport(evaluator, classifier)
+    report = mymodels.EpochReport(evaluator, classifier, weights=trainer.averaged)
     callbacks = run.callbacks(report)
     if args.imsave and run.chief:
         callbacks.append(mymodels.CompositePictures(trainer, [(n, X) for n, (X, _) in zip(names, tss)],
@@ -92,6 +99,7 @@ def main():
     trainer.fit(ds, steps_per_epoch=len(Xtr) // args.batchsize, epochs=args.epochs, initial_epoch=start,
                 callbacks=callbacks, verbose=mymodels.fit_verbosity(), shuffle=False)
 
+    trainer.adopt_average()
     run.finish(report.last or evaluator(classifier), {output: classifier, **({back_output: gen} if gen else {})})
 
 

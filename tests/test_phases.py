@@ -285,3 +285,103 @@ def test_cosine_schedule_and_gen_lr(real_data, tmp_path):
     assert keras.models.load_model(out).output_shape == (None, 10)
     r = script('train3.py', 'mnist', clf, 'heuristic', 'otsu', 'adv', '--lr-schedule', 'linear', '--output', out)
     assert 'invalid choice' in one_line_error(r)
+
+
+def _sgd_steps(trainer_or_clf, X, Y, extra, steps):
+    """`steps` SGD steps, one batch of 16 each, in a fixed order (no augmentation)."""
+    import tensorflow as tf
+    for i in range(steps):
+        sl = slice(16 * i, 16 * (i + 1))
+        trainer_or_clf.train_step((tf.constant(X[sl]), *[e[sl] for e in extra], tf.constant(Y[sl])))
+
+
+def test_clean_share_trains_on_the_images_as_they_are(mnist_small):
+    """clean_share=1: every image keeps its own background, so phase 3 takes the very steps of
+    phase 1 on the same batches; clean_share=0 with noise backgrounds takes other steps."""
+    import keras
+    import tensorflow as tf
+    import mymodels
+    X, Y = mnist_small
+    start = mymodels.classifier((32, 32, 1), 10)
+    results = {}
+    for share in (1.0, 0.0, None):
+        clf = keras.models.clone_model(start)
+        clf.set_weights(start.get_weights())
+        if share is None:   # phase 1's own step
+            clf.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            _sgd_steps(clf, X, Y, [], 3)
+        else:
+            t = mymodels.BackgroundTrainer(clf, 'heuristic', 'otsu', 'noise', clean_share=share, seed=0)
+            t.compile(optimizer=keras.optimizers.SGD(0.1))
+            noise = tf.random.normal((48, 32, 32, 1), seed=1)
+            u = tf.random.uniform((48,), seed=2)
+            _sgd_steps(t, X, Y, [noise] + ([u] if share > 0 else []), 3)
+        results[share] = clf.get_weights()
+    assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(results[1.0], results[None]))
+    assert not all(np.allclose(a, b, atol=1e-3) for a, b in zip(results[0.0], results[None]))
+
+
+def test_clean_share_draws_come_with_the_batches(mnist_small):
+    import mydatagen
+    import mymodels
+    X, Y = mnist_small
+    t = mymodels.BackgroundTrainer(mymodels.classifier((32, 32, 1), 10), 'heuristic', 'otsu', 'adv',
+                                   mymodels.gen((32, 32, 1), 2), clean_share=0.3)
+    batch = next(iter(t.with_noise(mydatagen.batches(X, Y, 16, seed=0), seed=5)))
+    assert len(batch) == 4 and batch[1].shape == (16, 4, 16) and batch[2].shape == (16,)
+    u = batch[2].numpy()
+    assert ((u >= 0) & (u < 1)).all() and u.std() > 0.1   # uniform draws, one per image
+    again = next(iter(t.with_noise(mydatagen.batches(X, Y, 16, seed=0), seed=5)))
+    np.testing.assert_array_equal(again[2].numpy(), u)   # seeded
+
+
+def test_weight_average(mnist_small):
+    """average=N: a moving average with momentum 1 - 1/N of the classifier's weights after each
+    step, from its starting weights; averaged() swaps it in, adopt_average() keeps it."""
+    import keras
+    import tensorflow as tf
+    import mymodels
+    X, Y = mnist_small
+    clf = mymodels.classifier((32, 32, 1), 10)
+    t = mymodels.BackgroundTrainer(clf, 'heuristic', 'otsu', 'noise', average=4, seed=0)
+    t.compile(optimizer=keras.optimizers.SGD(0.1))
+    expected = [w.numpy().copy() for w in clf.weights]
+    noise = tf.random.normal((48, 32, 32, 1), seed=1)
+    for i in range(3):
+        _sgd_steps(t, X[16 * i:], Y[16 * i:], [noise[16 * i:]], 1)
+        expected = [0.75 * e + 0.25 * w.numpy() for e, w in zip(expected, clf.weights)]
+    raw = [w.numpy().copy() for w in clf.weights]
+    with t.averaged():
+        inside = [w.numpy().copy() for w in clf.weights]
+    assert all(np.allclose(a, e, atol=1e-6) for a, e in zip(inside, expected))
+    assert not all(np.allclose(a, r, atol=1e-4) for a, r in zip(inside, raw))
+    assert all(np.array_equal(w.numpy(), r) for w, r in zip(clf.weights, raw))   # swapped back
+    t.adopt_average()
+    assert all(np.allclose(w.numpy(), e, atol=1e-6) for w, e in zip(clf.weights, expected))
+
+
+def test_phase3_average_resumes_and_saves_the_average(real_data, tmp_path):
+    """--clean-share and --average through train3.py: the averaged weights are what is evaluated
+    and saved, and they survive an interruption (a resumed run ends where the whole one does)."""
+    common = ['mnist_backgrounds', tmp_path / 'p1.keras', 'heuristic', 'otsu', 'adv', '--clean-share', 0.5,
+              '--average', 5, '--subset', 256, '--test-subset', 64, '--batchsize', 32, '--seed', 2]
+    r = script('train1.py', 'mnist_backgrounds', '--epochs', 1, '--output', tmp_path / 'p1.keras', *SMALL)
+    assert r.returncode == 0, r.stderr
+    whole = script('train3.py', *common, '--epochs', 2, '--output', tmp_path / 'whole.keras')
+    assert whole.returncode == 0, whole.stderr
+    env = dict(os.environ, BIAL_FAULT='checkpoint-renamed@1')
+    killed = script('train3.py', *common, '--epochs', 2, '--output', tmp_path / 'cut.keras', env=env)
+    assert killed.returncode != 0 and not (tmp_path / 'cut.keras').exists()
+    resumed = script('train3.py', *common, '--epochs', 2, '--output', tmp_path / 'cut.keras', '--resume')
+    assert resumed.returncode == 0, resumed.stderr
+    assert csv_numbers(resumed.stdout.strip().splitlines()[-1]) == csv_numbers(whole.stdout.strip().splitlines()[-1])
+    # the saved classifier is the averaged one, the one the last epoch's evaluation reported
+    log = (tmp_path / 'whole-log.csv').read_text().splitlines()
+    header, last = log[0].split(','), log[-1].split(',')
+    import keras
+    import mydatasets
+    import mymodels
+    (Xtr, Ytr), _ = mydatasets.subset(mydatasets.load('mnist_backgrounds'), 256, 64)
+    clf = keras.models.load_model(tmp_path / 'whole.keras')
+    acc = mymodels.Evaluator([('train', (Xtr, Ytr))])(clf)['train']
+    assert acc == pytest.approx(float(last[header.index('acc_train')]), abs=1e-9)

@@ -385,3 +385,33 @@ def test_phase3_average_resumes_and_saves_the_average(real_data, tmp_path):
     clf = keras.models.load_model(tmp_path / 'whole.keras')
     acc = mymodels.Evaluator([('train', (Xtr, Ytr))])(clf)['train']
     assert acc == pytest.approx(float(last[header.index('acc_train')]), abs=1e-9)
+
+
+@pytest.mark.parametrize('white', [False, True])
+def test_phase3_step_gradients(mnist_small, white):
+    """One step of phase 3 (adv) moves the classifier along -grad ce and the generator along
+    -grad(-ce + relu(mean(B) - 0.5)), as two separate tapes compute them (the trainer shares one
+    backward pass through the classifier between the players). white: the penalty is active."""
+    import keras
+    import tensorflow as tf
+    import mymodels
+    X, Y = mnist_small
+    X, Y = tf.constant(X[:16]), tf.constant(Y[:16])
+    clf, gen = mymodels.classifier((32, 32, 1), 10), mymodels.gen((32, 32, 1), 2)
+    gen.layers[-1].bias.assign(tf.fill(gen.layers[-1].bias.shape, 3.0 if white else -3.0))   # light / dark
+    t = mymodels.BackgroundTrainer(clf, 'heuristic', 'otsu', 'adv', gen, 2, seed=0)
+    t.compile(optimizer=keras.optimizers.SGD(1.0), gen_optimizer=keras.optimizers.SGD(1.0))
+    z = tf.random.normal([16, 4, mymodels.noise_size(gen)], seed=4)
+    start = {m.name: [w.numpy().copy() for w in m.trainable_variables] for m in (clf, gen)}
+    M, _ = t.masks(X)
+    with tf.GradientTape(persistent=True) as tape:
+        B = t.adversarial_backgrounds(training=True, z=z)
+        ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(Y, clf(t.composite(X, M, B), training=True))
+        adv = -ce + tf.nn.relu(tf.reduce_mean(B) - 0.5)
+    expected = {clf.name: tape.gradient(ce, clf.trainable_variables),
+                gen.name: tape.gradient(adv, gen.trainable_variables)}
+    assert (float(tf.reduce_mean(B)) > 0.5) == white
+    t.train_step((X, z, Y))
+    for m in (clf, gen):
+        for w0, w, g in zip(start[m.name], m.trainable_variables, expected[m.name]):
+            np.testing.assert_allclose(w0 - w.numpy(), g.numpy(), rtol=1e-3, atol=1e-6)

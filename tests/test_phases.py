@@ -250,6 +250,8 @@ def bad_cases(m, o):
     yield 'classifier as unet', ('train3.py', 'mnist', m / 'clf.keras', m / 'clf.keras', 'otsu', 'adv', '--output', o), 'is a classifier'
     yield 'input shape', ('evaluate.py', 'mnist', m / 'clf28.keras'), r'\(28, 28, 1\)'
     yield 'class count', ('train2.py', 'mnist', m / 'clf5.keras', 'otsu', '--output', o), '5 outputs.*10 classes'
+    yield 'clean share 1.5', ('train3.py', 'mnist', m / 'clf.keras', 'heuristic', 'otsu', 'adv', '--clean-share', 1.5, '--output', o), 'between 0 and 1'
+    yield 'average -1', ('train3.py', 'mnist', m / 'clf.keras', 'heuristic', 'otsu', 'adv', '--average', -1, '--output', o), 'at least 0'
     yield 'tiles', ('train3.py', 'mnist', m / 'clf.keras', 'heuristic', 'otsu', 'adv', '--tiles', 3, '--output', o), 'tiles'
     yield 'batch larger than data', ('train1.py', 'mnist', '--subset', 4, '--batchsize', 8, '--output', o), 'larger than'
     yield 'seg output not writable', ('evaluate_seg.py', 'mnist', m / 'unet.keras', '--output', o.parent / 'x' / 'y'), 'does not exist'
@@ -360,13 +362,11 @@ def test_weight_average(mnist_small):
     assert all(np.allclose(w.numpy(), e, atol=1e-6) for w, e in zip(clf.weights, expected))
 
 
-def test_phase3_average_resumes_and_saves_the_average(real_data, tmp_path):
+def test_phase3_average_resumes_and_saves_the_average(chain, tmp_path):
     """--clean-share and --average through train3.py: the averaged weights are what is evaluated
     and saved, and they survive an interruption (a resumed run ends where the whole one does)."""
-    common = ['mnist_backgrounds', tmp_path / 'p1.keras', 'heuristic', 'otsu', 'adv', '--clean-share', 0.5,
+    common = ['mnist_backgrounds', chain['dir'] / 'p1.keras', 'heuristic', 'otsu', 'adv', '--clean-share', 0.5,
               '--average', 5, '--subset', 256, '--test-subset', 64, '--batchsize', 32, '--seed', 2]
-    r = script('train1.py', 'mnist_backgrounds', '--epochs', 1, '--output', tmp_path / 'p1.keras', *SMALL)
-    assert r.returncode == 0, r.stderr
     whole = script('train3.py', *common, '--epochs', 2, '--output', tmp_path / 'whole.keras')
     assert whole.returncode == 0, whole.stderr
     env = dict(os.environ, BIAL_FAULT='checkpoint-renamed@1')

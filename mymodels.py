@@ -487,14 +487,15 @@ class BackgroundTrainer(keras.Model):
             return tuple(self.classifier.input_shape[1:])
         return None
 
-    def with_noise(self, ds, seed=0, start_epoch=0, part=None):
+    def with_noise(self, ds, seed=0, start_step=0, part=None):
         """Add the per-image random inputs this trainer needs to a dataset of batches (before the
-        labels): the noise (noise_shape), then with clean_share a uniform number per image."""
+        labels): the noise (noise_shape), then with clean_share a uniform number per image.
+        start_step: the training steps already done (a resumed run)."""
         import mydatagen
         if self.noise_shape is not None:
-            ds = mydatagen.with_noise(ds, self.noise_shape, seed, start_epoch, part)
+            ds = mydatagen.with_noise(ds, self.noise_shape, seed, start_step, part)
         if self.clean_share > 0:
-            ds = mydatagen.with_noise(ds, (), seed, start_epoch, part, uniform=True)
+            ds = mydatagen.with_noise(ds, (), seed, start_step, part, uniform=True)
         return ds
 
     def adversarial_backgrounds(self, n=None, training=True, z=None):

@@ -93,7 +93,7 @@ def main():
         ds = mydatagen.batches(Xtr, Ytr, args.batchsize, seed=args.seed or 0, start_epoch=start, part=part)
         if args.back == 'real':
             ds = mydatagen.with_backgrounds(ds, md.prates_backgen(seed=args.seed, size=shape[0]), args.batchsize, part)
-        return trainer.with_noise(ds, seed=args.seed or 0, start_epoch=start, part=part)
+        return trainer.with_noise(ds, seed=args.seed or 0, start_step=start * steps, part=part)
 
     ds = mydatagen.distribute(strategy, args.batchsize, pipeline)
     trainer.fit(ds, steps_per_epoch=len(Xtr) // args.batchsize, epochs=args.epochs, initial_epoch=start,

@@ -446,22 +446,18 @@ class BackgroundTrainer(keras.Model):
     @contextlib.contextmanager
     def averaged(self):
         """Within it the classifier holds the averaged weights (average=N; otherwise its own)."""
-        if not self._average:
-            yield
-            return
-        raw = [w.numpy() for w in self.classifier.weights]
-        for w, a in zip(self.classifier.weights, self._average):
-            w.assign(a.numpy())
+        raw = [w.numpy() for w in self.classifier.weights] if self._average else None
+        self.adopt_average()
         try:
             yield
         finally:
-            for w, r in zip(self.classifier.weights, raw):
-                w.assign(r)
+            if raw is not None:
+                self.classifier.set_weights(raw)
 
     def adopt_average(self):
-        """At the end of a run: the classifier keeps the averaged weights (average=N)."""
-        for w, a in zip(self.classifier.weights, self._average):
-            w.assign(a.numpy())
+        """The classifier takes the averaged weights (average=N; otherwise nothing changes)."""
+        if self._average:
+            self.classifier.set_weights([a.numpy() for a in self._average])
 
     @property
     def metrics(self):

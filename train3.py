@@ -31,7 +31,7 @@ def main():
     p.add_argument('--lr-schedule', choices=['constant', 'cosine'], default='constant',
                    help='learning rates of the classifier and the generator: constant (published) or cosine decay to 0 over the run')
     p.add_argument('--gen-lr', type=float, default=1e-5, help='background generator learning rate (default 1e-5)')
-    p.add_argument('--clean-share', type=md.share, default=0.0,
+    p.add_argument('--clean-share', type=md.share, default=0.0, metavar='P',
                    help='share of each batch trained on as it is, with its own background (default 0: published)')
     p.add_argument('--average', type=md.non_negative_int, default=0, metavar='N',
                    help='evaluate and save a moving average of the classifier\'s weights over about the last N '
@@ -96,7 +96,7 @@ def main():
         return trainer.with_noise(ds, seed=args.seed or 0, start_step=start * steps, part=part)
 
     ds = mydatagen.distribute(strategy, args.batchsize, pipeline)
-    trainer.fit(ds, steps_per_epoch=len(Xtr) // args.batchsize, epochs=args.epochs, initial_epoch=start,
+    trainer.fit(ds, steps_per_epoch=steps, epochs=args.epochs, initial_epoch=start,
                 callbacks=callbacks, verbose=mymodels.fit_verbosity(), shuffle=False)
 
     trainer.adopt_average()

@@ -1,5 +1,6 @@
 """Running the project's scripts as a user would, from the repository root."""
 import os
+import signal
 import subprocess
 import sys
 
@@ -23,3 +24,11 @@ def one_line_error(r):
 
 def csv_numbers(line):
     return [float(v) for v in line.split(',')[1:]]
+
+
+def interruptible(cmd, **kw):
+    """Start `cmd` as a process that Ctrl-C (SIGINT) reaches: a shell starts background jobs
+    with SIGINT ignored, and a child would inherit that (then Python never raises
+    KeyboardInterrupt), so the child's SIGINT is put back to the default first."""
+    return subprocess.Popen(cmd, cwd=kw.pop('cwd', ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kw)

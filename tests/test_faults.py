@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import ROOT, one_line_error
+from helpers import ROOT, interruptible, one_line_error
 
 COMMON = ['--epochs', 3, '--subset', 96, '--test-subset', 32, '--batchsize', 32, '--seed', 0]
 KILL_POINTS = ['checkpoint-write@1', 'checkpoint-renamed@2', 'random', 'final-save', 'before-finish']
@@ -109,7 +109,7 @@ def test_ctrl_c_stops_cleanly(phase, tmp_path, phase1_model):
     cmd = command(phase, tmp_path, phase1_model)
     cmd[cmd.index('--subset') + 1] = '800'
     cmd[cmd.index('--batchsize') + 1] = '8'
-    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = interruptible(cmd)
     wait_for(tmp_path / 'm-checkpoint' / 'epoch-0001', p)
     time.sleep(0.5)
     p.send_signal(signal.SIGINT)

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import ROOT, csv_numbers, one_line_error, script
+from helpers import ROOT, csv_numbers, interruptible, one_line_error, script
 
 SMALL = ['--subset', 512, '--test-subset', 64, '--batchsize', 32, '--seed', 1]
 
@@ -202,7 +202,7 @@ def test_resume_after_ctrl_c(real_data, tmp_path):
     out = tmp_path / 'p1.keras'
     cmd = [sys.executable, os.path.join(ROOT, 'train1.py'), 'mnist_backgrounds', '--epochs', '3', '--subset', '3000',
            '--test-subset', '64', '--batchsize', '8', '--seed', '2', '--output', str(out)]
-    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = interruptible(cmd)
     ckpt = tmp_path / 'p1-checkpoint' / 'epoch-0001'
     t0 = time.time()
     while not ckpt.exists() and time.time() - t0 < 300 and p.poll() is None:

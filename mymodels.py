@@ -520,22 +520,36 @@ class BackgroundTrainer(keras.Model):
         given_masks, B, z, u = [extra.pop(0) if w else None for w in wanted]
         if self.back == 'noise':
             B = z
-        M, _ = self.masks(X, given_masks)
+        # with clean_share, only the other images get a new background: their masks are computed
+        # and the generator paints just those (gathered), which saves most of a step's work on the
+        # images that keep their own; the images trained on, and both players' gradients, are
+        # those of painting them all and discarding the clean ones' backgrounds
+        # (a batch where every image keeps its own paints one, discarded: oneDNN's convolutions
+        # fail on an empty batch)
+        Xb, rows = X, None
+        if u is not None:
+            rows = tf.where(u >= self.clean_share)[:, 0]
+            n = tf.size(rows)
+            painted = tf.concat([rows, tf.zeros([1], rows.dtype)], 0)[:tf.maximum(n, 1)]
+            Xb, given_masks, B, z = [None if t is None else tf.gather(t, painted) for t in (X, given_masks, B, z)]
+        M, _ = self.masks(Xb, given_masks)
         with tf.GradientTape(persistent=True) as tape:
             if self.back == 'adv':
                 B = self.adversarial_backgrounds(training=True, z=z)
             elif self.back == 'black':
-                B = tf.zeros_like(X)
-            Z = self.composite(X, M, B)
-            if u is not None:   # these images keep their own background
-                Z = tf.where(tf.reshape(u < self.clean_share, [-1, 1, 1, 1]), X, Z)
+                B = tf.zeros_like(Xb)
+            Z = self.composite(Xb, M, B)
+            if rows is not None:   # the others keep their own background
+                B = B[:n]
+                Z = tf.tensor_scatter_nd_update(X, rows[:, None], Z[:n])
             ce = _ce(Y, self.classifier(Z, training=True))
             adv = -ce
             if self.back == 'adv' and X.shape[-1] == 1:
-                # keeps 1-channel backgrounds from going all white; the mean is over the global
-                # batch (all replicas), as on one device
-                mean_b = tf.distribute.get_replica_context().all_reduce('MEAN', tf.reduce_mean(B))
-                adv += tf.nn.relu(mean_b - 0.5)
+                # keeps 1-channel backgrounds from going all white; the mean is over every
+                # background painted in the global batch (all replicas), as on one device
+                ctx = tf.distribute.get_replica_context()
+                total = ctx.all_reduce('SUM', tf.stack([tf.reduce_sum(B), tf.cast(tf.size(B), B.dtype)]))
+                adv += tf.nn.relu(tf.math.divide_no_nan(total[0], total[1]) - 0.5)
             scaled_ce, scaled_adv = replica_mean(ce), replica_mean(adv)   # inside the tape
         variables = self.classifier.trainable_variables
         self.optimizer.apply(tape.gradient(scaled_ce, variables), variables)

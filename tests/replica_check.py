@@ -58,18 +58,21 @@ def main():
         t.compile(optimizer=opt(o, 1e-3 if o == 'adam' else 1.0), steps_per_epoch=STEPS)
         return t, [unet], lambda part: mydatagen.batches(X, Y, BATCH, seed=0, part=part)
 
-    def phase3(o, white=False):
+    def phase3(o, white=False, clean_share=0.0):
         clf, gen = build('classifier'), build('gen')
         if white:   # backgrounds near white: the relu(mean(B) - 0.5) term is active
             b = gen.layers[-1].bias
             b.assign(tf.fill(b.shape, 3.0))
-        t = mymodels.BackgroundTrainer(clf, 'heuristic', 'otsu', 'adv', gen, 2, seed=0)
+        t = mymodels.BackgroundTrainer(clf, 'heuristic', 'otsu', 'adv', gen, 2, seed=0, clean_share=clean_share)
         t.compile(optimizer=opt(o, 1e-3 if o == 'adam' else 0.1), gen_optimizer=opt(o, 1e-3 if o == 'adam' else 1.0),
                   steps_per_epoch=STEPS)
+        t.build_all(X[:1])   # as train3.py does (fit() cannot build it from batches of 4 tensors)
         return t, [clf, gen], lambda part: t.with_noise(mydatagen.batches(X, Y, BATCH, seed=0, part=part), 0, 0, part)
 
     cases = {'phase1': phase1, 'phase2': phase2, 'phase3': phase3,
-             'phase3_white': lambda o: phase3(o, white=True)}
+             'phase3_white': lambda o: phase3(o, white=True),
+             # half the images keep their own background: each replica paints a different number
+             'phase3_clean': lambda o: phase3(o, white=True, clean_share=0.5)}
     out = {'replicas': mirrored.num_replicas_in_sync}
     for name, make in cases.items():
         if CASES and name not in CASES:

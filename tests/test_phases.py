@@ -388,10 +388,14 @@ def test_phase3_average_resumes_and_saves_the_average(chain, tmp_path):
 
 
 @pytest.mark.parametrize('white', [False, True])
-def test_phase3_step_gradients(mnist_small, white):
+@pytest.mark.parametrize('clean', ['none', 'some', 'all'])
+def test_phase3_step_gradients(mnist_small, white, clean):
     """One step of phase 3 (adv) moves the classifier along -grad ce and the generator along
     -grad(-ce + relu(mean(B) - 0.5)), as two separate tapes compute them (the trainer shares one
-    backward pass through the classifier between the players). white: the penalty is active."""
+    backward pass through the classifier between the players). white: the penalty is active.
+    clean: with clean_share, the images drawn to keep their own background are trained on as they
+    are, the penalty is over the backgrounds of the others: the trainer paints only those, which
+    must give the steps of painting every image and discarding (all: a batch with none to paint)."""
     import keras
     import tensorflow as tf
     import mymodels
@@ -399,19 +403,28 @@ def test_phase3_step_gradients(mnist_small, white):
     X, Y = tf.constant(X[:16]), tf.constant(Y[:16])
     clf, gen = mymodels.classifier((32, 32, 1), 10), mymodels.gen((32, 32, 1), 2)
     gen.layers[-1].bias.assign(tf.fill(gen.layers[-1].bias.shape, 3.0 if white else -3.0))   # light / dark
-    t = mymodels.BackgroundTrainer(clf, 'heuristic', 'otsu', 'adv', gen, 2, seed=0)
+    share = 0.0 if clean == 'none' else 0.5
+    u = tf.constant(np.random.default_rng(1).random(16) * (0.5 if clean == 'all' else 1.0), tf.float32)
+    keep = (u < share).numpy()
+    assert keep.all() if clean == 'all' else (0 < keep.sum() < 16 if clean == 'some' else not keep.any())
+    t = mymodels.BackgroundTrainer(clf, 'heuristic', 'otsu', 'adv', gen, 2, seed=0, clean_share=share)
     t.compile(optimizer=keras.optimizers.SGD(1.0), gen_optimizer=keras.optimizers.SGD(1.0))
     z = tf.random.normal([16, 4, mymodels.noise_size(gen)], seed=4)
     start = {m.name: [w.numpy().copy() for w in m.trainable_variables] for m in (clf, gen)}
     M, _ = t.masks(X)
     with tf.GradientTape(persistent=True) as tape:
         B = t.adversarial_backgrounds(training=True, z=z)
-        ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(Y, clf(t.composite(X, M, B), training=True))
-        adv = -ce + tf.nn.relu(tf.reduce_mean(B) - 0.5)
+        Z = tf.where(keep[:, None, None, None], X, t.composite(X, M, B))
+        ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(Y, clf(Z, training=True))
+        painted = tf.boolean_mask(B, ~keep)
+        adv = -ce + (tf.nn.relu(tf.reduce_mean(painted) - 0.5) if clean != 'all' else 0.0)
     expected = {clf.name: tape.gradient(ce, clf.trainable_variables),
                 gen.name: tape.gradient(adv, gen.trainable_variables)}
     assert (float(tf.reduce_mean(B)) > 0.5) == white
-    t.train_step((X, z, Y))
+    t.train_step((X, z, u, Y) if share else (X, z, Y))
     for m in (clf, gen):
         for w0, w, g in zip(start[m.name], m.trainable_variables, expected[m.name]):
-            np.testing.assert_allclose(w0 - w.numpy(), g.numpy(), rtol=1e-3, atol=1e-6)
+            if g is None:   # all clean: the generator takes no part
+                np.testing.assert_array_equal(w0, w.numpy())
+            else:
+                np.testing.assert_allclose(w0 - w.numpy(), g.numpy(), rtol=1e-3, atol=1e-6)

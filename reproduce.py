@@ -34,7 +34,7 @@ RECIPES = {
               'phase3': ['--epochs', 100, '--batchsize', 8]},
     'fast': {'phase1': ['--epochs', 5, '--batchsize', 32, '--lr-schedule', 'cosine'],
              'phase2': ['--epochs', 1, '--batchsize', 8, '--subset', 20000],
-             'phase3': ['--epochs', 2, '--batchsize', 8, '--lr-schedule', 'cosine', '--gen-lr', 1e-4,
+             'phase3': ['--epochs', 3, '--batchsize', 8, '--lr-schedule', 'cosine', '--gen-lr', 1e-4,
                         '--clean-share', 0.5, '--average', 6000]},
     'smoke': {'phase1': ['--epochs', 1, '--batchsize', 32, '--subset', 512, '--test-subset', 200],
               'phase2': ['--epochs', 1, '--batchsize', 32, '--subset', 256, '--test-subset', 200],

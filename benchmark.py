@@ -106,9 +106,8 @@ def main():
             t3 = mymodels.BackgroundTrainer(mymodels.classifier(shape, K), 'heuristic', mode, back, gen, 2, seed=0,
                                             clean_share=share)
             t3.compile(optimizer=keras.optimizers.Adam(1e-3), gen_optimizer=mymodels.adam('gen') if gen else None)
-            t3.build_all(X[:1])
-            # the generator's work is done for the painted share of the images only
-            f = 3 * clf_f + (1 - share) * 3 * gen_f if back == 'adv' else flops['phase3']
+            # the generator paints (and is trained through) the share of the images not kept clean
+            f = flops['phase3 adv'] - share * 3 * gen_f if back == 'adv' else flops['phase3']
             record(f'phase 3 {back} {mode}' + (f' clean {share:g}' if share else ''), bs,
                    timed_fit(t3, t3.with_noise(mydatagen.batches(X, Y, bs, seed=0)), bs), f)
 

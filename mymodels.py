@@ -520,12 +520,11 @@ class BackgroundTrainer(keras.Model):
         given_masks, B, z, u = [extra.pop(0) if w else None for w in wanted]
         if self.back == 'noise':
             B = z
-        # with clean_share, only the other images get a new background: their masks are computed
-        # and the generator paints just those (gathered), which saves most of a step's work on the
-        # images that keep their own; the images trained on, and both players' gradients, are
-        # those of painting them all and discarding the clean ones' backgrounds
-        # (a batch where every image keeps its own paints one, discarded: oneDNN's convolutions
-        # fail on an empty batch)
+        # with clean_share, only the other images get a mask and a painted background (gathered),
+        # which saves most of a step's work on the images that keep their own; the images trained
+        # on, and both players' gradients, are those of painting them all and discarding. A batch
+        # where every image keeps its own paints one, discarded: oneDNN's convolutions fail on an
+        # empty batch.
         Xb, rows = X, None
         if u is not None:
             rows = tf.where(u >= self.clean_share)[:, 0]

@@ -8,13 +8,14 @@ half the images keeping their own background (the fast recipe's --clean-share 0.
 (prediction); at batch sizes 8 (the paper's) and 128 (phase 1 also 512); and a pure-compute reference: the same
 phase-1 step fed from one batch already in memory, no augmentation. Also this machine's fp32
 matmul peak, each phase's training FLOPs per image and the share of the peak reached.
-Every training step runs through the scripts' own code (fit() on the trainers of mymodels).
+Every training step runs through the scripts' own code (fit() on the trainers of mytrainers).
 """
 import json
 import os
 import platform
 import time
 
+import mycli
 import mydatasets as md
 
 BATCH_SIZES = [8, 128]
@@ -27,22 +28,29 @@ PHASE3 = [('black', 'otsu', 0.0), ('noise', 'otsu', 0.0), ('adv', 'otsu', 0.0), 
 
 
 def main():
-    p = md.ArgumentParser(description=__doc__.split('\n')[0])
+    p = mycli.ArgumentParser(__doc__, epilog=md.EPILOG)
     p.add_argument('--quick', action='store_true', help='short windows, fewer cases: about a minute')
-    p.add_argument('--output', default='benchmark.json', help='JSON file with every figure')
-    p.add_argument('--dataset', type=md.dataset_arg, default='mnist_backgrounds')
+    p.add_argument('--output', help='JSON file with every figure (default benchmark.json)')
+    p.add_argument('--dataset', type=mycli.checked(md.check_name), default='mnist_backgrounds')
     args = p.parse_args()
-    md.check_output_file(args.output, ('.json',))
+    output = mycli.output_file(args.output, 'benchmark.json', ('.json',))
 
-    import numpy as np
-    import mydatagen   # first: they start TensorFlow the way the scripts do (oneDNN on, see
-    import mymodels    # mydatasets.quiet_tensorflow); importing tensorflow first would skip that
+    mycli.start_tensorflow()   # as the scripts start it (oneDNN on); an earlier import of tensorflow would skip that
     import tensorflow as tf
     import keras
-    mymodels.setup(0)
+    import mydatagen
+    import mymodels
+    import myrun
+    import mytrainers
+    myrun.setup(0)
     seconds = 1.0 if args.quick else SECONDS
-    (X, Y), tss = md.load(args.dataset)
-    shape, K = X.shape[1:], int(Y.max()) + 1
+    data = md.dataset(args.dataset)
+    (X, Y), tss = data.train, [s for _, s in data.tests]
+    shape, K = data.shape, data.classes
+    spe = myrun.STEPS_PER_EXECUTION
+
+    def classifier():
+        return mymodels.compile_classifier(mymodels.classifier(shape, K), mymodels.adam(1e-3), spe)
     results = []
 
     def record(name, bs, ips, flops=None):
@@ -57,7 +65,6 @@ def main():
     def timed_fit(model, ds, bs):
         """Images/s of the second of two epochs of one fit() call (the first traces and warms up);
         an epoch is a whole number of graph calls (steps_per_execution) of about 2,000 images."""
-        spe = mymodels.STEPS_PER_EXECUTION
         steps = spe * (1 if args.quick else max(1, round(2048 / bs / spe)))
         clock = EpochClock()
         model.fit(ds, steps_per_epoch=steps, epochs=2, verbose=0, shuffle=False, callbacks=[clock])
@@ -67,7 +74,7 @@ def main():
     print(f'TensorFlow {tf.__version__}, Keras {keras.__version__}, CPU: {cpu_name()}, {os.cpu_count()} cores, '
           f'threads intra={tf.config.threading.get_intra_op_parallelism_threads()} '
           f'inter={tf.config.threading.get_inter_op_parallelism_threads()} (0 = all cores), '
-          f'oneDNN {"on" if md.onednn_enabled() else "off"}')
+          f'oneDNN {"on" if mycli.onednn_enabled() else "off"}')
     print(f'fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s\n')
     print(f'{"case":<34} {"batch":>5} {"images/s":>12} {"MFLOP/im":>8} {"peak":>6}')
 
@@ -89,23 +96,23 @@ def main():
             n += bs
         record('augmentation pipeline', bs, n / (time.perf_counter() - t0))
 
-        clf = mymodels.classifier(shape, K)
         one = tf.data.Dataset.from_tensors((tf.constant(X[:bs]), tf.constant(Y[:bs]))).repeat()
-        record('phase 1, pure compute (reference)', bs, timed_fit(clf, one, bs), flops['phase1'])
-        clf = mymodels.classifier(shape, K)
+        record('phase 1, pure compute (reference)', bs, timed_fit(classifier(), one, bs), flops['phase1'])
+        clf = classifier()
         record('phase 1', bs, timed_fit(clf, mydatagen.batches(X, Y, bs, seed=0), bs), flops['phase1'])
         if args.quick and bs != BATCH_SIZES[0]:
             continue
 
-        t2 = mymodels.MaskTrainer(clf, mymodels.unet(shape))
-        t2.compile(optimizer=mymodels.adam('unet'))
+        t2 = mytrainers.MaskTrainer(clf, mymodels.unet(shape))
+        t2.compile(optimizer=mymodels.adam(mymodels.LEARNING_RATE['unet']), steps_per_execution=spe)
         record('phase 2', bs, timed_fit(t2, mydatagen.batches(X, Y, bs, seed=0), bs), flops['phase2'])
 
         for back, mode, share in (PHASE3 if not args.quick else PHASE3[2:3] + PHASE3[4:]):
             gen = mymodels.gen(shape, 2) if back == 'adv' else None
-            t3 = mymodels.BackgroundTrainer(mymodels.classifier(shape, K), 'heuristic', mode, back, gen, 2, seed=0,
-                                            clean_share=share)
-            t3.compile(optimizer=keras.optimizers.Adam(1e-3), gen_optimizer=mymodels.adam('gen') if gen else None)
+            t3 = mytrainers.BackgroundTrainer(mymodels.classifier(shape, K), 'heuristic', mode, back, gen, 2, seed=0,
+                                              clean_share=share)
+            t3.compile(optimizer=mymodels.adam(1e-3), steps_per_execution=spe,
+                       gen_optimizer=mymodels.adam(mymodels.LEARNING_RATE['gen']) if gen else None)
             # the generator paints (and is trained through) the share of the images not kept clean
             f = flops['phase3 adv'] - share * 3 * gen_f if back == 'adv' else flops['phase3']
             record(f'phase 3 {back} {mode}' + (f' clean {share:g}' if share else ''), bs,
@@ -114,11 +121,10 @@ def main():
     if not args.quick:
         bs = PEAK_BATCH
         one = tf.data.Dataset.from_tensors((tf.constant(X[:bs]), tf.constant(Y[:bs]))).repeat()
-        record('phase 1, pure compute (reference)', bs, timed_fit(mymodels.classifier(shape, K), one, bs), flops['phase1'])
-        record('phase 1', bs, timed_fit(mymodels.classifier(shape, K), mydatagen.batches(X, Y, bs, seed=0), bs),
-               flops['phase1'])
+        record('phase 1, pure compute (reference)', bs, timed_fit(classifier(), one, bs), flops['phase1'])
+        record('phase 1', bs, timed_fit(classifier(), mydatagen.batches(X, Y, bs, seed=0), bs), flops['phase1'])
 
-    ev = mymodels.Evaluator([('clean', tss[0])], EVAL_BATCHSIZE)
+    ev = myrun.Evaluator([('clean', tss[0])], EVAL_BATCHSIZE)
     ev(clf)
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
@@ -126,13 +132,13 @@ def main():
         n += len(tss[0][1])
     record(f'evaluation (batch {EVAL_BATCHSIZE})', EVAL_BATCHSIZE, n / (time.perf_counter() - t0), clf_f)
 
-    sets = [('train', (X, Y))] + list(zip(md.DATASETS[args.dataset][1], tss))
+    sets = data.sets
     n_eval = sum(len(s[1][1]) for s in sets)
     if args.quick:   # estimated from the evaluation rate above
         full_eval = n_eval / results[-1]['images_per_s']
     else:
         t0 = time.perf_counter()
-        mymodels.Evaluator(sets, EVAL_BATCHSIZE)(clf)
+        myrun.Evaluator(sets, EVAL_BATCHSIZE)(clf)
         full_eval = time.perf_counter() - t0
     print(f'\nper-epoch evaluation of train + {len(tss)} test sets ({n_eval:,} images): {full_eval:.1f} s'
           + (' (estimated)' if args.quick else ''))
@@ -141,10 +147,11 @@ def main():
             'cpu': cpu_name(), 'cores': os.cpu_count(),
             'intra_op_threads': tf.config.threading.get_intra_op_parallelism_threads(),
             'inter_op_threads': tf.config.threading.get_inter_op_parallelism_threads(),
-            'onednn': md.onednn_enabled(), 'matmul_peak_gflops': round(peak / 1e9, 1), 'quick': args.quick, 'dataset': args.dataset,
+            'onednn': mycli.onednn_enabled(), 'matmul_peak_gflops': round(peak / 1e9, 1), 'quick': args.quick, 'dataset': args.dataset,
             'full_evaluation_s': round(full_eval, 2), 'results': results}
-    md.write_text(args.output, json.dumps(info, indent=1))
-    print(f'wrote {args.output}')
+    from myfiles import write_text
+    write_text(output, json.dumps(info, indent=1))
+    print(f'wrote {output}')
 
 
 def EpochClock():
@@ -198,4 +205,4 @@ def cpu_name():
 
 
 if __name__ == '__main__':
-    md.run_main(main)
+    mycli.run_main(main)

@@ -1,32 +1,44 @@
-"""Evaluate a saved classifier: one CSV line, the accuracy on the training set, then on each
-test set, in order (for mnist_backgrounds: clean, then the six backgrounds).
+"""Evaluate a saved classifier: one CSV line, its accuracy on the training set, then on each test set.
 
-    python evaluate.py mnist_backgrounds mnist-phase3-adv.keras
+    python evaluate.py mnist_backgrounds mnist-phase3-adv.keras               # train, clean, six backgrounds
+    python evaluate.py mnist_backgrounds mnist-phase3-adv.keras --no-halo     # and the six without the rim
 
-Accepts this project's .keras/.h5 files and the published code's Keras 2 .h5 files.
+Accepts this project's .keras/.h5 files and the published code's Keras 2 .h5 files. The test
+sets come in the data set's order (for mnist_backgrounds: clean, then the six backgrounds);
+--no-halo appends the first test set with each of the six backgrounds pasted without the dark
+rim that the paper's test leaves around the object (grayscale data sets only).
 """
+import mycli
 import mydatasets as md
 
 EVAL_BATCHSIZE = 1024
 
 
 def main():
-    p = md.ArgumentParser(description=__doc__.split('\n')[0], epilog=f'Data sets: {", ".join(md.NAMES)}.')
-    p.add_argument('dataset', type=md.dataset_arg, help='data set name')
+    p = mycli.ArgumentParser(__doc__, epilog=md.EPILOG)
+    p.add_argument('dataset', type=mycli.checked(md.check_name), help='data set name')
     p.add_argument('model', help='classifier file (.keras or .h5)')
-    p.add_argument('--batchsize', type=md.positive_int, default=EVAL_BATCHSIZE, help='evaluation batch size')
-    p.add_argument('--subset', type=md.positive_int, help='use only the first N training images')
-    p.add_argument('--test-subset', type=md.positive_int, help='use only the first N images of each test set')
+    p.add_argument('--no-halo', action='store_true',
+                   help='also the six test backgrounds pasted without the dark rim around the object')
+    p.add_argument('--names', action='store_true', help='print a header line with the name of each set first')
+    p.add_argument('--batchsize', type=mycli.positive_int, default=EVAL_BATCHSIZE, help='evaluation batch size')
+    p.add_argument('--subset', type=mycli.positive_int, help='use only the first N training images')
+    p.add_argument('--test-subset', type=mycli.positive_int, help='use only the first N images of each test set')
     args = p.parse_args()
 
+    data = md.dataset(args.dataset, args.subset, args.test_subset)
+    if args.no_halo:
+        data = md.with_nohalo(data)
+    mycli.start_tensorflow()
     import mymodels
-    mymodels.setup()
-    (Xtr, Ytr), tss = md.subset(md.load(args.dataset), args.subset, args.test_subset)
-    model = mymodels.load(args.model, 'classifier', Xtr.shape[1:], int(Ytr.max()) + 1)
-    names = ['train'] + md.DATASETS[args.dataset][1]
-    acc = mymodels.Evaluator(list(zip(names, [(Xtr, Ytr)] + tss)), args.batchsize)(model)
+    import myrun
+    myrun.setup()
+    model = mymodels.load(args.model, 'classifier', data.shape, data.classes)
+    acc = myrun.Evaluator(data.sets, args.batchsize)(model)
+    if args.names:
+        print(','.join(acc))
     print(','.join(str(a) for a in acc.values()))
 
 
 if __name__ == '__main__':
-    md.run_main(main)
+    mycli.run_main(main)

@@ -1,8 +1,8 @@
-"""Augmentation and batching, inside the TensorFlow graph.
+"""Augmentation and batching of training images, inside the TensorFlow graph.
 
 The published code augmented one image at a time in Python (Keras 2's ImageDataGenerator), which
 was most of its training time. Here one batch is transformed at once by a single
-ImageProjectiveTransformV3 call, with the same geometry as the published augmentation (SPEC.md,
+ImageProjectiveTransformV3 call, with the same geometry as the published augmentation (docs/method.md,
 "Augmentation"): per image a random rotation, shift, shear (in degrees) and horizontal flip,
 composed into one affine map, bilinear, points outside filled from the nearest edge pixel; then
 brightness x U[0.8, 1.2], clipped at 1 from above.
@@ -13,13 +13,11 @@ brightness x U[0.8, 1.2], clipped at 1 from above.
     python mydatagen.py DATASET [--output augmented.png]  # a PNG of augmented training images
 """
 import math
-import os
 
-import numpy as np
+import mycli
 
-import mydatasets
-
-mydatasets.quiet_tensorflow()
+if __name__ == '__main__':   # run as a script: TensorFlow started as the scripts start it
+    mycli.start_tensorflow()
 import tensorflow as tf  # noqa: E402
 
 ROTATION = 15.0        # degrees, uniform in [-ROTATION, ROTATION]
@@ -195,41 +193,29 @@ def with_backgrounds(ds, crops, batch_size, part=None):
 
 
 def check_batch(N, batch_size):
-    from mydatasets import UserError
     if N < batch_size:
-        raise UserError(f'batch size {batch_size} is larger than the {N} training images')
-
-
-def steps_per_epoch(N, batch_size):
-    return N // batch_size
+        raise mycli.UserError(f'batch size {batch_size} is larger than the {N} training images')
 
 
 def main():
-    import argparse
     import sys
     import time
     import mydatasets
-    p = argparse.ArgumentParser(description='Write a PNG of augmented training images of a data set '
-                                '(first row: the originals; then augmented versions of them).')
-    p.add_argument('dataset', help=f'one of: {", ".join(mydatasets.NAMES)}')
+    from myfiles import montage, save_png
+    p = mycli.ArgumentParser(__doc__, epilog=mydatasets.EPILOG)
+    p.add_argument('dataset', type=mycli.checked(mydatasets.check_name), help='data set name')
     p.add_argument('--output', help='PNG to write (default augmented-DATASET.png)')
-    p.add_argument('--n', type=int, default=10, help='images per row')
-    p.add_argument('--rows', type=int, default=5, help='augmented rows')
-    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--n', type=mycli.positive_int, default=10, help='images per row')
+    p.add_argument('--rows', type=mycli.positive_int, default=5, help='augmented rows')
+    p.add_argument('--seed', type=mycli.seed, default=mycli.SEED, help=mycli.SEED_HELP)
     p.add_argument('--benchmark', action='store_true',
                    help='also print augmentation throughput (images/s) for batches of 8 and 128')
     args = p.parse_args()
-    try:
-        (X, Y), _ = mydatasets.load(mydatasets.check_name(args.dataset))
-    except mydatasets.DataError as e:
-        p.exit(1, f'error: {e}\n')
+    out = mycli.output_file(args.output, f'augmented-{args.dataset}.png', ('.png',))
+    (X, Y), _ = mydatasets.load(args.dataset)
     X0 = X[:args.n]
     rows = [list(X0)] + [list(augment(X0, [args.seed, r]).numpy()) for r in range(args.rows)]
-    out = args.output or f'augmented-{args.dataset}.png'
-    try:
-        mydatasets.save_png(out, mydatasets.montage(rows))
-    except OSError as e:
-        p.exit(1, f'error: cannot write {out}: {e}\n')
+    save_png(out, montage(rows))
     print(f'wrote {out}')
     if args.benchmark:
         for bs in (8, 128):
@@ -245,4 +231,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    mycli.run_main(main)

@@ -1,33 +1,33 @@
-"""Reproduce the paper's MNIST table with one command: train every row, evaluate, print the table.
+"""Reproduce the paper's MNIST table with one command: train every row, evaluate it, write the table.
 
-    python reproduce.py mnist                 # the fast recipe (default), results in runs/mnist-fast/
+    python reproduce.py mnist                      # the fast recipe, one seed: runs/mnist-fast/
+    python reproduce.py mnist --seeds 3            # seeds 0, 1, 2, each in runs/mnist-fast/seed-N/
     python reproduce.py fashionmnist --recipe paper
 
-Rows: Traditional (phase 1 only); Proposal with the heuristic mask (phase 1 -> phase 3, adversarial
-backgrounds); Proposal with the U-Net mask (phase 1 -> phase 2 -> phase 3). Columns: clean test set,
-the six backgrounds, their mean, and the worst case (the share of test digits classified correctly
-under all six backgrounds). Writes table.md, table.csv, figure.png and every model into the output
-folder. Each phase runs as its own script (train1/2/3.py), so its model can be used by hand;
-re-running skips the phases already done with the same settings, and after Ctrl-C the same command
-continues where it stopped.
+Rows: Traditional (phase 1 only); Proposal with the heuristic mask (phase 1 -> phase 3,
+adversarial backgrounds); Proposal with the U-Net mask (phase 1 -> phase 2 -> phase 3).
+Columns: the clean test set, the six backgrounds, their mean, and Worst (the share of test
+images classified correctly under all six); then the six again without the dark rim that the
+paper's test leaves around the digit; and the salt-and-pepper sweep (noise.csv, figure-noise.png).
+Each phase runs as its own script (train1/2/3.py), so its model can be used by hand; running the
+same command again skips the phases already done with the same settings, and after Ctrl-C or a
+crash it continues where it stopped. --validation trains on the first 55,000 training images
+and evaluates on the last 5,000 with the validation backgrounds instead: how recipes are chosen,
+without the test set.
 """
 import json
 import os
-import platform
 import subprocess
 import sys
 import threading
 import time
 
+import mycli
 import mydatasets as md
 
-# The paper's table (accuracy %, MNIST test set with each background)
-PAPER = {'Traditional': [38.0, 24.3, 61.4, 32.9, 19.7, 11.2], 'Proposal': [92.3, 76.8, 93.1, 93.7, 70.8, 86.2]}
-BACKGROUND_NAMES = ['Stripes', 'Board', 'Border', 'Circles', 'Clock', 'Random']
-
-# Recipes: arguments of each phase script. 'paper' is the published setting; 'fast' was chosen on a
-# validation split of the training set (see the README, "Reproducing the paper"); 'smoke' only
-# proves that the whole chain runs (a few minutes, used by the tests).
+# Recipes: arguments of each phase script. 'paper' is the published setting; 'fast' was chosen on
+# the validation sets (docs/recipe.md); 'smoke' only proves that the whole chain runs (a minute,
+# used by the tests).
 RECIPES = {
     'paper': {'phase1': ['--epochs', 100, '--batchsize', 8],
               'phase2': ['--epochs', 100, '--batchsize', 8],
@@ -42,59 +42,61 @@ RECIPES = {
                          '--clean-share', 0.25, '--average', 8]},
 }
 MASK_MODE = 'otsu'   # binarization of the masks in phase 3
-SHORT = {'Traditional': 'Traditional', 'Proposal (heuristic mask)': 'Heuristic', 'Proposal (U-Net mask)': 'U-Net'}
+ROWS = {'Traditional': 'phase1', 'Proposal (heuristic mask)': 'phase3-heuristic', 'Proposal (U-Net mask)': 'phase3-unet'}
 
 
-def steps(data, out, recipe, seed):
-    """(name, script, arguments, epochs, model file) of every phase, in order."""
+def plan(data, out, recipe, seed):
+    """(name, script, arguments, model file) of every phase, in order."""
     r = RECIPES[recipe]
     common = ['--seed', seed]
-    p1, p2 = os.path.join(out, 'phase1.keras'), os.path.join(out, 'phase2.keras')
+    model = lambda name: os.path.join(out, f'{name}.keras')
+    p1, p2 = model('phase1'), model('phase2')
     return [
         ('phase 1', 'train1.py', [data] + r['phase1'] + common, p1),
         ('phase 3 (heuristic mask)', 'train3.py', [data, p1, 'heuristic', MASK_MODE, 'adv'] + r['phase3'] + common,
-         os.path.join(out, 'phase3-heuristic.keras')),
+         model('phase3-heuristic')),
         ('phase 2', 'train2.py', [data, p1, MASK_MODE] + r['phase2'] + common, p2),
         ('phase 3 (U-Net mask)', 'train3.py', [data, p1, p2, MASK_MODE, 'adv'] + r['phase3'] + common,
-         os.path.join(out, 'phase3-unet.keras')),
+         model('phase3-unet')),
     ]
 
 
-def epochs_of(args):
-    return int(args[args.index('--epochs') + 1])
+def option(args, name, default=None):
+    return int(args[args.index(name) + 1]) if name in args else default
 
 
-def logged_epochs(model):
-    log = os.path.splitext(model)[0] + '-log.csv'
-    try:
-        with open(log) as f:
-            return max(0, sum(1 for _ in f) - 1)
-    except OSError:
-        return 0
+def steps_of(args, n_train):
+    """Training steps of a phase run with `args` on a training set of n_train images."""
+    return option(args, '--epochs') * (min(n_train, option(args, '--subset', n_train)) // option(args, '--batchsize'))
 
 
-def run_step(script, args, model, bar, done_before, strategy='default'):
-    """Run one phase script (resuming its own checkpoint if there is one), moving the bar as its
-    CSV log grows. Returns its output; raises UserError with its last error line if it fails."""
+def run_phase(script, args, model, bar, strategy='default'):
+    """Run one phase script (resuming its own checkpoint if there is one), moving `bar` as it
+    reports its finished steps. Returns its output; raises UserError with its last error line if
+    it fails."""
     cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), script)] + \
         [str(a) for a in args] + ['--output', model, '--resume', '--strategy', strategy]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    progress_r, progress_w = os.pipe()
+    env = dict(os.environ, BIAL_PROGRESS_FD=str(progress_w))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            pass_fds=[progress_w])
+    os.close(progress_w)
     out = {}
     readers = [threading.Thread(target=lambda k, s: out.__setitem__(k, s.read()), args=(k, s), daemon=True)
                for k, s in (('stdout', proc.stdout), ('stderr', proc.stderr))]
     for t in readers:
         t.start()
-    while proc.poll() is None:
-        bar.n = done_before + logged_epochs(model)
-        bar.refresh()
-        time.sleep(1)
+    with os.fdopen(progress_r) as progress:
+        for line in progress:   # ends when the script exits
+            bar.update(int(line) - bar.n)
+    proc.wait()
     for t in readers:
         t.join()
-    if proc.returncode == 130 or proc.returncode == -2:
+    if proc.returncode in (130, -2):
         raise KeyboardInterrupt
     if proc.returncode != 0:
         last = [l for l in out.get('stderr', '').splitlines() if l.strip()][-1:] or [f'exit status {proc.returncode}']
-        raise md.UserError(f'{script} failed: {last[0]}')
+        raise mycli.UserError(f'{script} failed: {last[0]}')
     return out['stdout']
 
 
@@ -110,142 +112,126 @@ def wait_for_chief(state_path, model, key, timeout=600):
         except (OSError, ValueError):
             pass
         time.sleep(0.5)
-    raise md.UserError(f'the chief did not record {model} in {state_path} within {timeout} s; '
-                       'do all workers see the same output folder?')
+    raise mycli.UserError(f'the chief did not record {model} in {state_path} within {timeout} s; '
+                          'do all workers see the same output folder?')
 
 
-def evaluate(models, data, test_subset):
-    """Per model: accuracy (%) on the clean test set and the six backgrounds, their mean, and the
-    worst case: the share of test digits classified correctly under all six backgrounds."""
-    import numpy as np
+def train(data, out, recipe, seed, n_train, strategy, chief, label=''):
+    """Every phase of one seed into `out`, skipping those already done with the same settings.
+    Returns the training wall time (all runs of this command into `out` together)."""
+    from tqdm import tqdm
+    from myfiles import write_text
+    os.makedirs(out, exist_ok=True)
+    state_path = os.path.join(out, 'done.json')
+    done = json.load(open(state_path)) if os.path.exists(state_path) else {}
+    wall, t0 = done.get('_wall', 0.0), time.time()
+    phases = plan(data, out, recipe, seed)
+    for i, (name, script, a, model) in enumerate(phases):
+        key = ' '.join(map(str, [script] + a))
+        if done.get(model) == key and os.path.exists(model):
+            continue
+        desc = f'{label}{name} [{i + 1}/{len(phases)}]'
+        with tqdm(total=steps_of(a, n_train), desc=desc, unit='step', disable=None, leave=False) as bar:
+            stdout = run_phase(script, a, model, bar, strategy)
+        if chief:
+            done[model] = key
+            done['_wall'] = wall + time.time() - t0
+            write_text(state_path, json.dumps(done, indent=1))
+        else:
+            wait_for_chief(state_path, model, key)
+        print(f'{label}{name}: {stdout.strip().splitlines()[-1]}', flush=True)
+    return wall + time.time() - t0
+
+
+def evaluate(models, test, test_subset, eval_batchsize=1024):
+    """Per row: the table's columns (clean, the six backgrounds, mean, worst, and the same
+    without the rim) and the accuracy on each of the 20 salt-and-pepper test sets."""
     import mymodels
-    _, tss = md.subset(md.load(data), None, test_subset)
-    rows = {}
-    for name, path in models.items():
-        model = mymodels.load(path, 'classifier', tss[0][0].shape[1:], 10)
-        correct = [np.argmax(model.predict(X, batch_size=512, verbose=0), 1) == Y for X, Y in tss]
-        accs = [100 * c.mean() for c in correct]
-        rows[name] = accs + [float(np.mean(accs[1:])), 100 * float(np.all(correct[1:], 0).mean())]
-    return rows, tss
-
-
-def write_outputs(out, data, recipe, rows, tss, wall, settings):
-    import numpy as np
-    cols = ['Clean'] + BACKGROUND_NAMES + ['Mean', 'Worst']
-    fmt = lambda v: '-' if v is None else f'{v:.1f}'
-    # the paper's table is MNIST's: on another data set say so in the row's name
-    tag = 'Paper' if data == 'mnist_backgrounds' else 'Paper (MNIST)'
-    paper = {f'{tag}: {k}': [None] + v + [float(np.mean(v)), None] for k, v in PAPER.items()}
-    table = [f'# {data}: the paper\'s table, reproduced\n',
-             '| training | ' + ' | '.join(cols) + ' |', '|---' * (len(cols) + 1) + '|']
-    for name, vals in list(rows.items()) + list(paper.items()):
-        table.append(f'| {name} | ' + ' | '.join(fmt(v) for v in vals) + ' |')
-    table += ['', 'Accuracy (%) on the test set, clean and with each background; Mean: over the six backgrounds; '
-              'Worst: test images classified correctly under all six.', '',
-              f'Recipe: `{recipe}`; ' + '; '.join(f'{k}: `{" ".join(map(str, v))}`' for k, v in settings.items()),
-              f'Wall time: {wall / 60:.1f} min on {platform.node()} ({cpu()}, {os.cpu_count()} cores), '
-              f'Python {platform.python_version()}.', '']
-    md.write_text(os.path.join(out, 'table.md'), '\n'.join(table))
-    csv = ['training,' + ','.join(c.lower() for c in cols)] + \
-        [f'{name},' + ','.join('' if v is None else f'{v:.2f}' for v in vals) for name, vals in list(rows.items()) + list(paper.items())]
-    md.write_text(os.path.join(out, 'table.csv'), '\n'.join(csv) + '\n')
-    figure(os.path.join(out, 'figure.png'), tss, rows)
-    return '\n'.join(table)
-
-
-def figure(path, tss, rows, scale=4):
-    """One test digit under each background, each method's accuracy below it (the paper's figure)."""
-    import numpy as np
-    from PIL import Image, ImageDraw   # Pillow comes with scikit-image
-    i = 0
-    imgs = [1 - X[i, ..., 0] for X, _ in tss]
-    H = imgs[0].shape[0] * scale
-    names = list(rows)
-    line, pad, colw = 12, 6, max(H, 110)
-    canvas = Image.new('L', (colw * len(imgs), H + 18 + line * (len(names) + 1) + pad), 255)
-    draw = ImageDraw.Draw(canvas)
-    for j, (img, title) in enumerate(zip(imgs, ['Clean'] + BACKGROUND_NAMES)):
-        x0 = j * colw + (colw - H) // 2
-        canvas.paste(Image.fromarray(np.uint8(np.kron(img, np.ones((scale, scale))) * 255)), (x0, 16))
-        draw.text((j * colw + 4, 2), title, fill=0)
-        for k, name in enumerate(names):
-            draw.text((j * colw + 4, H + 20 + k * line), f'{SHORT.get(name, name)} {rows[name][j]:.1f}', fill=0)
-    draw.text((4, H + 20 + len(names) * line), '; '.join(f'{SHORT.get(n, n)}: {n}' for n in names), fill=90)
-    buf = np.asarray(canvas, np.float32) / 255
-    md.save_png(path, buf)
-
-
-def cpu():
-    try:
-        with open('/proc/cpuinfo') as f:
-            return next(l.split(':', 1)[1].strip() for l in f if l.startswith('model name'))
-    except (OSError, StopIteration):
-        return platform.machine()
+    import myreport
+    import myrun
+    data = md.with_nohalo(md.dataset(f'{test}_backgrounds', 1, test_subset))
+    noises = md.dataset(f'{test}_noises', 1, test_subset)
+    evaluator = myrun.Evaluator(data.tests + noises.tests, eval_batchsize)
+    rows, noise = {}, {}
+    for row, path in models.items():
+        hits = evaluator.hits(mymodels.load(path, 'classifier', data.shape, data.classes))
+        rows[row] = myreport.columns([hits[n] for n, _ in data.tests])
+        noise[row] = [100 * hits[n].mean() for n, _ in noises.tests]
+    return rows, noise, [X[0] for _, (X, _) in data.tests[:7]]
 
 
 def main():
-    p = md.ArgumentParser(description=__doc__.split('\n')[0])
+    p = mycli.ArgumentParser(__doc__)
     p.add_argument('dataset', choices=['mnist', 'fashionmnist'], help='MNIST or Fashion-MNIST (with the six backgrounds)')
     p.add_argument('--recipe', choices=list(RECIPES), default='fast', help='fast (default), paper, or smoke (a quick check)')
-    p.add_argument('--output', help='folder for models, logs and the table (default: runs/DATASET-RECIPE)')
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--strategy', choices=md.STRATEGIES, default='default',
+    p.add_argument('--output', help='folder for models, logs and the table (made if missing; default: '
+                   'runs/DATASET-RECIPE, or runs/DATASET-RECIPE-validation)')
+    p.add_argument('--seed', type=mycli.seed, default=mycli.SEED, help='the (first) seed (default 0)')
+    p.add_argument('--seeds', type=mycli.positive_int, default=1,
+                   help='run the whole chain for N seeds (--seed, --seed + 1, ...), each in its own sub-folder '
+                   'seed-S, and report mean ± standard deviation (default 1: one seed, in the folder itself)')
+    p.add_argument('--validation', action='store_true',
+                   help='train on the first 55,000 training images, evaluate on the last 5,000 with the validation '
+                   'backgrounds: the protocol on which recipes are chosen (the test set is not read)')
+    p.add_argument('--strategy', choices=mycli.STRATEGIES, default='default',
                    help='for every phase: one device, all local GPUs, or the machines in TF_CONFIG (then run '
                    'this same command on each, with an output folder they all see)')
     args = p.parse_args()
     # several machines: every one runs each phase; only the chief writes models and the table
-    chief = md.is_cluster_chief() if args.strategy == 'multiworker' else True
-    data = f'{args.dataset}_backgrounds'
-    out = args.output or os.path.join('runs', f'{args.dataset}-{args.recipe}')
-    md.check_writable_dir(os.path.dirname(os.path.abspath(out)), f'output {out}')
+    chief = mycli.is_cluster_chief() if args.strategy == 'multiworker' else True
+    data = f'{args.dataset}_{"validation" if args.validation else "backgrounds"}'
+    out = mycli.output_dir(args.output, os.path.join('runs', f'{args.dataset}-{args.recipe}'
+                                                     + ('-validation' if args.validation else '')))
     os.makedirs(out, exist_ok=True)
-    md.load(data)   # fail early (one line) if the data cannot be had; the phases reuse its cache
+    n_train = len(md.dataset(data).train[1])   # fails early (one line) if the data cannot be had
 
-    from tqdm import tqdm
-    plan = steps(data, out, args.recipe, args.seed)
-    state_path = os.path.join(out, 'done.json')
-    done = json.load(open(state_path)) if os.path.exists(state_path) else {}
-    total = sum(epochs_of(a) for _, _, a, _ in plan)
-    t0 = time.time()
-    wall = done.get('_wall', 0.0)
-    bar = tqdm(total=total, unit='epoch', desc='reproduce', disable=None)
-    finished = 0
-    for name, script, a, model in plan:
-        key = ' '.join(map(str, [script] + a))
-        if done.get(model) == key and os.path.exists(model):
-            finished += epochs_of(a)
-            bar.n = finished
-            bar.refresh()
-            continue
-        bar.set_description(name)
-        stdout = run_step(script, a, model, bar, finished, args.strategy)
-        if chief:
-            done[model] = key
-            done['_wall'] = wall + time.time() - t0
-            md.write_text(state_path, json.dumps(done, indent=1))
-        else:
-            wait_for_chief(state_path, model, key)
-        finished += epochs_of(a)
-        bar.n = finished
-        bar.refresh()
-        tqdm.write(f'{name}: {stdout.strip().splitlines()[-1]}')
-    bar.close()
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    folders = {s: out if args.seeds == 1 else os.path.join(out, f'seed-{s}') for s in seeds}
+    wall = sum(train(data, folders[s], args.recipe, s, n_train, args.strategy, chief,
+                     label='' if args.seeds == 1 else f'seed {s}: ') for s in seeds)
     if not chief:
         print(f'this worker took part in every phase; the chief writes the models and {out}/table.md')
         return
-    wall += time.time() - t0
-    done['_wall'] = wall
-    md.write_text(state_path, json.dumps(done, indent=1))
 
-    test_subset = None
-    if args.recipe == 'smoke':
-        test_subset = RECIPES['smoke']['phase3'][RECIPES['smoke']['phase3'].index('--test-subset') + 1]
-    models = {'Traditional': plan[0][3], 'Proposal (heuristic mask)': plan[1][3], 'Proposal (U-Net mask)': plan[3][3]}
-    rows, tss = evaluate(models, data, test_subset)
-    settings = {k: v for k, v in RECIPES[args.recipe].items()}
-    print(write_outputs(out, data, args.recipe, rows, tss, wall, settings))
-    print(f'wrote {out}/table.md, table.csv, figure.png')
+    mycli.start_tensorflow()
+    import myreport
+    import myrun
+    myrun.setup()
+    test_subset = option(RECIPES[args.recipe]['phase3'], '--test-subset')
+    if args.validation:
+        report_validation(out, data, folders, test_subset)
+        return
+    results, noise = {r: {} for r in ROWS}, {r: {} for r in ROWS}
+    for s, folder in folders.items():
+        rows, sweep, images = evaluate({r: os.path.join(folder, f'{m}.keras') for r, m in ROWS.items()},
+                                       args.dataset, test_subset)
+        for r in ROWS:
+            results[r][s], noise[r][s] = rows[r], sweep[r]
+    import mybackgrounds
+    print(myreport.write_tables(out, data, args.recipe, results, RECIPES[args.recipe], wall, seeds))
+    myreport.figure(os.path.join(out, 'figure.png'), images, results)
+    myreport.write_noise(out, mybackgrounds.NOISE_RATES, noise)
+    print(f'wrote {out}/table.md, table.csv, figure.png, noise.csv, figure-noise.png')
+
+
+def report_validation(out, data, folders, test_subset):
+    """--validation: every row's accuracy on the validation sets, per seed, as validation.csv."""
+    import mymodels
+    import myrun
+    from myfiles import write_text
+    sets = md.dataset(data, 1, test_subset)
+    evaluator = myrun.Evaluator(sets.tests)
+    lines = ['training,seed,' + ','.join(n for n, _ in sets.tests) + ',mean,min']
+    for s, folder in folders.items():
+        for row, m in ROWS.items():
+            acc = evaluator(mymodels.load(os.path.join(folder, f'{m}.keras'), 'classifier', sets.shape, sets.classes))
+            backs = [100 * v for n, v in acc.items() if n != 'clean']
+            lines.append(f'{row},{s},' + ','.join(f'{100 * v:.2f}' for v in acc.values())
+                         + f',{sum(backs) / len(backs):.2f},{min(backs):.2f}')
+    write_text(os.path.join(out, 'validation.csv'), '\n'.join(lines) + '\n')
+    print('\n'.join(lines))
+    print(f'wrote {out}/validation.csv')
 
 
 if __name__ == '__main__':
-    md.run_main(main)
+    mycli.run_main(main)

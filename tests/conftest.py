@@ -1,15 +1,21 @@
-"""Shared test set-up: the real data in ../shared/datasets, a private cache, quiet TensorFlow."""
+"""Shared test set-up: the real data in ../shared/datasets, a private cache, TensorFlow started as
+the scripts start it, and one small trained chain that the slow tests share."""
 import os
+import shutil
+import subprocess
 import sys
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 SHARED = os.path.join(os.path.dirname(ROOT), 'shared', 'datasets')
 if os.path.isdir(SHARED):
     os.environ.setdefault('BIAL_DATA_PATH', SHARED)
+
+import mycli  # noqa: E402
+
+mycli.start_tensorflow()   # before any test module imports keras: oneDNN on, as in the scripts
 
 
 def _real_data_dir():
@@ -39,3 +45,28 @@ def real_data():
             pytest.fail('the real data sets (../shared/datasets) are missing; set BIAL_DATA_PATH')
         pytest.skip('real data sets not found (set BIAL_DATA_PATH)')
     return REAL_DATA
+
+
+def fresh_copy(dest):
+    """The repository's tracked and unignored files, copied as a clone would have them (no runs/,
+    no .venv, no caches)."""
+    files = subprocess.run(['git', 'ls-files', '--cached', '--others', '--exclude-standard'], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split('\n')
+    for f in filter(None, files):
+        if os.path.isfile(os.path.join(ROOT, f)):
+            os.makedirs(os.path.join(dest, os.path.dirname(f)), exist_ok=True)
+            shutil.copy2(os.path.join(ROOT, f), os.path.join(dest, f))
+    return dest
+
+
+@pytest.fixture(scope='session')
+def smoke_chain(real_data, tmp_path_factory):
+    """`python reproduce.py mnist --recipe smoke` exactly as a new user types it, with no --output,
+    in a fresh copy of the repository (where runs/ does not exist): every phase's model, log and
+    the table, in COPY/runs/mnist-smoke/. The slow tests share it instead of training their own."""
+    copy = fresh_copy(tmp_path_factory.mktemp('clone'))
+    assert not (copy / 'runs').exists()
+    r = subprocess.run([sys.executable, 'reproduce.py', 'mnist', '--recipe', 'smoke'], cwd=copy,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return {'dir': copy / 'runs' / 'mnist-smoke', 'stdout': r.stdout, 'stderr': r.stderr, 'copy': copy}

@@ -13,7 +13,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
-import mymodels  # noqa: E402
+import mycli  # noqa: E402
 
 STEPS = 2
 CASES = sys.argv[1:]   # all by default
@@ -21,12 +21,16 @@ BATCH = 16
 
 
 def main():
+    mycli.start_tensorflow()
     import keras
     import tensorflow as tf
     import mydatagen
     import mydatasets
+    import mymodels
+    import myrun
+    import mytrainers
 
-    mirrored = mymodels.setup(0, 'mirrored')
+    mirrored = myrun.setup(0, 'mirrored')
     default = tf.distribute.get_strategy()
     (X, Y), _ = mydatasets.load('mnist')
     X, Y = X[:256], Y[:256]
@@ -49,13 +53,13 @@ def main():
     def phase1(o):
         clf = build('classifier')
         clf.compile(opt(o, 1e-3 if o == 'adam' else 0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                    steps_per_execution=mymodels.steps_per_execution(STEPS))
+                    steps_per_execution=myrun.steps_per_execution(STEPS))
         return clf, [clf], lambda part: mydatagen.batches(X, Y, BATCH, seed=0, part=part)
 
     def phase2(o):
         clf, unet = build('classifier'), build('unet')
-        t = mymodels.MaskTrainer(clf, unet)
-        t.compile(optimizer=opt(o, 1e-3 if o == 'adam' else 1.0), steps_per_epoch=STEPS)
+        t = mytrainers.MaskTrainer(clf, unet)
+        t.compile(optimizer=opt(o, 1e-3 if o == 'adam' else 1.0), steps_per_execution=myrun.steps_per_execution(STEPS))
         return t, [unet], lambda part: mydatagen.batches(X, Y, BATCH, seed=0, part=part)
 
     def phase3(o, white=False, clean_share=0.0):
@@ -63,9 +67,9 @@ def main():
         if white:   # backgrounds near white: the relu(mean(B) - 0.5) term is active
             b = gen.layers[-1].bias
             b.assign(tf.fill(b.shape, 3.0))
-        t = mymodels.BackgroundTrainer(clf, 'heuristic', 'otsu', 'adv', gen, 2, seed=0, clean_share=clean_share)
+        t = mytrainers.BackgroundTrainer(clf, 'heuristic', 'otsu', 'adv', gen, 2, seed=0, clean_share=clean_share)
         t.compile(optimizer=opt(o, 1e-3 if o == 'adam' else 0.1), gen_optimizer=opt(o, 1e-3 if o == 'adam' else 1.0),
-                  steps_per_epoch=STEPS)
+                  steps_per_execution=myrun.steps_per_execution(STEPS))
         t.build_all(X[:1])   # as train3.py does (fit() cannot build it from batches of 4 tensors)
         return t, [clf, gen], lambda part: t.with_noise(mydatagen.batches(X, Y, BATCH, seed=0, part=part), 0, 0, part)
 

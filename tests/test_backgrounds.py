@@ -130,3 +130,26 @@ def test_png(tmp_path):
     assert img.shape == (28 * 4, (6 * 28 + 5 * 2) * 4)
     # first pattern, drawn dark on white, scaled 4x: equals the stripes
     np.testing.assert_array_equal(img[::4, :28 * 4:4] < 128, mb.stripes(28) == 1)
+
+
+@pytest.mark.parametrize('s', SIZES)
+def test_validation_patterns_are_their_own(s):
+    """The validation backgrounds: fixed binary patterns with ink shares in the test's range,
+    none of them a test pattern (every choice of a recipe is made on them instead)."""
+    assert list(mb.VALIDATION) == ['grid', 'dots', 'waves', 'scribble', 'blobs', 'speckle']
+    for name, f in mb.VALIDATION.items():
+        b = f(s)
+        assert b.shape == (s, s) and b.dtype == np.float32 and set(np.unique(b)) == {0.0, 1.0}, name
+        assert 0.08 < b.mean() < 0.45, (name, b.mean())
+        np.testing.assert_array_equal(b, f(s))   # the same pattern every time
+        for t in mb.BACKGROUNDS.values():
+            assert np.mean(b == t(s)) < 0.9, name
+
+
+def test_foreground_without_halo_is_the_ink():
+    X = np.zeros((1, 32, 32, 1), np.float32)
+    X[0, 10, 10] = 0.5
+    assert mb.foreground(X, 0).sum() == 1 and mb.foreground(X).sum() == 13   # disk of radius 2
+    b = mb.grid(32)
+    Z = mb.apply_background(X, b, halo=0)
+    assert Z[0, 10, 10, 0] == 0.5 and np.array_equal(np.delete(Z.ravel(), 10 * 32 + 10), np.delete(b.ravel(), 10 * 32 + 10))

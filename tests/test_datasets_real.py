@@ -10,6 +10,7 @@ from skimage.morphology import disk
 
 import mybackgrounds
 import mydatasets
+import mydownload
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -107,7 +108,7 @@ def test_second_load_uses_array_cache(real_data, monkeypatch):
 
 def test_truncated_cache_file_rebuilt(real_data, monkeypatch):
     mydatasets.load('mnist')
-    d = os.path.join(mydatasets.cache_dir(), 'derived')
+    d = os.path.join(mydownload.cache_dir(), 'derived')
     [f] = [f for f in os.listdir(d) if f.startswith('mnist-')]
     with open(os.path.join(d, f), 'r+b') as fh:
         fh.truncate(1000)
@@ -125,8 +126,47 @@ def test_registry_has_every_name():
             'dogsvscatsredux', 'prates', 'prates_masks', 'prates_backgen', 'cifar10_stl10', 'stl10_cifar10',
             'gtsrb_synsigns', 'svhn_synthdigits', 'synthdigits_svhn', 'mnist_backgrounds',
             'fashionmnist_backgrounds', 'mnist_noises', 'fashionmnist_noises'}
-    assert set(mydatasets.NAMES) == want
-    assert all(hasattr(mydatasets, n) for n in want)
+    ours = {'mnist_nohalo', 'fashionmnist_nohalo', 'mnist_validation', 'fashionmnist_validation'}
+    assert set(mydatasets.NAMES) == want | ours
+    assert all(hasattr(mydatasets, n) for n in want | ours)
+
+
+def test_nohalo_pastes_up_to_the_ink(mnist_bg):
+    (_, _), ts = mnist_bg
+    data = mydatasets.with_nohalo(mydatasets.Data('mnist_backgrounds', mnist_bg[0], list(zip('abcdefg', ts))))
+    names = [n for n, _ in data.tests]
+    assert names[7:] == [f'{b}_nohalo' for b in mybackgrounds.BACKGROUNDS]
+    clean = ts[0][0]
+    for (_, (X, _)), f in zip(data.tests[7:], mybackgrounds.BACKGROUNDS.values()):
+        b = f(32)
+        for i in [0, 7, 4242]:
+            ink = clean[i, ..., 0] > 0
+            np.testing.assert_array_equal(X[i, ..., 0][ink], clean[i, ..., 0][ink])
+            np.testing.assert_array_equal(X[i, ..., 0][~ink], b[~ink])   # the background reaches the ink
+    rim = mybackgrounds.foreground(clean[:50]) & ~(clean[:50, ..., 0] > 0)
+    assert rim.any() and (data.tests[1][1][0][:50, ..., 0][rim] == 0).all()   # the paper's test: a black rim
+    with pytest.raises(mydatasets.DataError, match='grayscale'):
+        rgb = np.zeros((4, 32, 32, 3), np.float32), np.zeros(4, np.int32)
+        mydatasets.with_nohalo(mydatasets.Data('x', rgb, [('test', rgb)]))
+
+
+def test_validation_sets_hold_out_the_end_of_the_training_set(real_data):
+    (Xall, Yall), _ = mydatasets.load('mnist')
+    data = mydatasets.dataset('mnist_validation')
+    Xtr, Ytr = data.train
+    assert len(Xtr) == 55000 and np.array_equal(Xtr, Xall[:55000]) and np.array_equal(Ytr, Yall[:55000])
+    names = [n for n, _ in data.tests]
+    assert names == ['clean'] + list(mybackgrounds.VALIDATION) + [f'{n}_rim' for n in mybackgrounds.VALIDATION]
+    clean = data.tests[0][1][0]
+    np.testing.assert_array_equal(clean, Xall[55000:])
+    ink = clean[..., 0] > 0
+    for (n, (X, Y)), f in zip(data.tests[1:7], mybackgrounds.VALIDATION.values()):
+        np.testing.assert_array_equal(Y, Yall[55000:])
+        np.testing.assert_array_equal(X[..., 0][ink], clean[..., 0][ink])
+        np.testing.assert_array_equal(X[..., 0][~ink], np.broadcast_to(f(32), ink.shape)[~ink])
+    rim = mybackgrounds.foreground(clean) & ~ink
+    for _, (X, _) in data.tests[7:]:
+        assert (X[..., 0][rim] == 0).all()
 
 
 def test_cli_montage(real_data, tmp_path):
@@ -146,7 +186,7 @@ def test_cli_unknown_and_offline(tmp_path):
     run = lambda *a: subprocess.run([sys.executable, 'mydatasets.py', *a, '--output', str(tmp_path / 'x.png')],
                                     cwd=os.path.dirname(mydatasets.__file__), capture_output=True, text=True, env=env)
     r = run('nope')
-    assert r.returncode == 1 and 'Traceback' not in r.stderr and 'valid names:' in r.stderr
+    assert r.returncode == 2 and 'Traceback' not in r.stderr and 'valid names:' in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     r = run('mnist')
     assert r.returncode == 1 and 'Traceback' not in r.stderr, r.stderr

@@ -16,6 +16,7 @@ import pytest
 from scipy.io import savemat
 
 import mydatasets
+import mydownload
 
 RNG = np.random.default_rng(0)
 
@@ -159,8 +160,8 @@ def server(monkeypatch, tmp_path):
     monkeypatch.setenv('BIAL_MIRROR', s.url)
     monkeypatch.setenv('BIAL_CACHE', str(tmp_path / 'cache'))
     monkeypatch.setenv('BIAL_DATA_PATH', str(tmp_path / 'nothing-here'))
-    monkeypatch.setattr(mydatasets, 'SYSTEM_DIRS', [])
-    monkeypatch.setattr(mydatasets, 'BACKOFF', 0)
+    monkeypatch.setattr(mydownload, 'SYSTEM_DIRS', [])
+    monkeypatch.setattr(mydownload, 'BACKOFF', 0)
     # the published checksums are of the real files: give each raw file the digest of ours
     for raws in mydatasets.RAW.values():
         for r in raws:

@@ -14,6 +14,8 @@ import pytest
 
 from helpers import ROOT, interruptible, one_line_error
 
+pytestmark = pytest.mark.slow
+
 COMMON = ['--epochs', 3, '--subset', 96, '--test-subset', 32, '--batchsize', 32, '--seed', 0]
 KILL_POINTS = ['checkpoint-write@1', 'checkpoint-renamed@2', 'random', 'final-save', 'before-finish']
 

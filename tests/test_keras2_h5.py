@@ -30,6 +30,7 @@ def test_load_predicts_as_keras2(keras2, name):
     np.testing.assert_allclose(m.predict(x, verbose=0), y, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_scripts_accept_keras2_files(keras2, real_data, tmp_path):
     r = script('evaluate.py', 'mnist_backgrounds', keras2 / 'clf.h5', '--subset', 100, '--test-subset', 50)
     assert r.returncode == 0, r.stderr

@@ -1,34 +1,83 @@
-"""reproduce.py end to end in its smoke recipe (skip when re-run, continue after Ctrl-C);
-benchmark.py --quick runs and writes its JSON. No speed is asserted here."""
+"""reproduce.py end to end in its smoke recipe, as a new user runs it (fresh copy, no --output):
+the tables, the figures, the noise sweep; skip when re-run; several seeds; the validation
+protocol. benchmark.py --quick runs and writes its JSON. No speed is asserted here."""
 import json
-import os
 
+import numpy as np
+import pytest
+
+import myreport
 from helpers import script
 
+pytestmark = pytest.mark.slow
 
-def test_reproduce_smoke(real_data, tmp_path):
-    out = tmp_path / 'run'
-    r = script('reproduce.py', 'mnist', '--recipe', 'smoke', '--output', out, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
+
+def test_reproduce_smoke_in_a_fresh_copy(smoke_chain):
+    out = smoke_chain['dir']   # COPY/runs/mnist-smoke: made by reproduce.py, the clone had no runs/
     table = (out / 'table.md').read_text()
     for row in ('Traditional', 'Proposal (heuristic mask)', 'Proposal (U-Net mask)', 'Paper: Proposal'):
         assert f'| {row} |' in table
     assert '| Paper: Proposal | - | 92.3 | 76.8 | 93.1 | 93.7 | 70.8 | 86.2 | 85.5 | - |' in table
+    assert 'no dark rim' in table and '(seed 0)' in table and '±' not in table
     csv = (out / 'table.csv').read_text().splitlines()
-    assert csv[0] == 'training,clean,stripes,board,border,circles,clock,random,mean,worst'
-    vals = [float(v) for v in csv[1].split(',')[1:]]
-    assert len(vals) == 9 and all(0 <= v <= 100 for v in vals)
+    assert csv[0] == 'training,seed,' + ','.join(myreport.COLUMNS + myreport.NOHALO)
+    assert csv[0].startswith('training,seed,clean,stripes,board,border,circles,clock,random,mean,worst,nohalo_stripes')
+    vals = [float(v) for v in csv[1].split(',')[2:]]
+    assert csv[1].startswith('Traditional,0,') and len(vals) == 17 and all(0 <= v <= 100 for v in vals)
     assert abs(vals[7] - sum(vals[1:7]) / 6) < 0.02           # mean of the six
     assert vals[8] <= min(vals[1:7]) + 1e-9                  # all six right is rarer than any one
-    assert (out / 'figure.png').stat().st_size > 1000
+    assert abs(vals[15] - sum(vals[9:15]) / 6) < 0.02 and vals[16] <= min(vals[9:15]) + 1e-9
+    assert (out / 'figure.png').stat().st_size > 1000 and (out / 'figure-noise.png').stat().st_size > 1000
+    noise = (out / 'noise.csv').read_text().splitlines()
+    assert noise[0].split(',')[:3] == ['training', 'seed', 'rate_0.00'] and len(noise[0].split(',')) == 22
+    assert len(noise) == 4 and float(noise[1].split(',')[2]) == pytest.approx(vals[0], abs=0.01)   # rate 0 = clean
     for f in ('phase1.keras', 'phase2.keras', 'phase3-heuristic.keras', 'phase3-unet.keras', 'phase3-unet-back.keras'):
         assert (out / f).exists(), f
-    # the same command again: every phase is skipped, the table is rebuilt
+
+
+def test_reproduce_again_skips_every_phase(smoke_chain):
+    out = smoke_chain['dir']
     before = {f: (out / f).stat().st_mtime_ns for f in ('phase1.keras', 'phase3-unet.keras')}
-    r = script('reproduce.py', 'mnist', '--recipe', 'smoke', '--output', out, timeout=900)
+    r = script('reproduce.py', 'mnist', '--recipe', 'smoke', cwd=smoke_chain['copy'], timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert {f: (out / f).stat().st_mtime_ns for f in before} == before
-    assert json.loads((out / 'done.json').read_text())[str(out / 'phase1.keras')].startswith('train1.py')
+    assert not any(l.startswith('phase ') for l in r.stdout.splitlines())   # no phase ran
+    assert json.loads((out / 'done.json').read_text())['runs/mnist-smoke/phase1.keras'].startswith('train1.py')
+
+
+def test_reproduce_two_seeds_mean_and_spread(smoke_chain, tmp_path):
+    """--seeds 2: each seed in its own folder (seed 0 reused from a copy of the smoke chain), the
+    table as mean ± standard deviation, the per-seed rows and the summary rows in table.csv."""
+    import shutil
+    out = tmp_path / 'two'
+    shutil.copytree(smoke_chain['dir'], out / 'seed-0')
+    done = (out / 'seed-0' / 'done.json').read_text()   # its records name the models where they now are
+    (out / 'seed-0' / 'done.json').write_text(done.replace('runs/mnist-smoke', str(out / 'seed-0')))
+    r = script('reproduce.py', 'mnist', '--recipe', 'smoke', '--seeds', 2, '--output', out, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert [l.split(':')[0] for l in r.stdout.splitlines() if l.startswith('seed ')] == ['seed 1'] * 4   # seed 0 reused
+    csv = [l.split(',') for l in (out / 'table.csv').read_text().splitlines()]
+    rows = {(c[0], c[1]): [float(v) for v in c[2:]] for c in csv[1:] if c[1]}
+    for row in ('Traditional', 'Proposal (heuristic mask)', 'Proposal (U-Net mask)'):
+        a, b = np.array(rows[(row, '0')]), np.array(rows[(row, '1')])
+        np.testing.assert_allclose(rows[(row, 'mean')], (a + b) / 2, atol=0.006)
+        np.testing.assert_allclose(rows[(row, "std")], np.abs(a - b) / np.sqrt(2), atol=0.011)   # of rounded cells
+    first = (smoke_chain['dir'] / 'table.csv').read_text().splitlines()[1]
+    assert first in (out / 'table.csv').read_text()   # seed 0's row is the one-seed run's
+    assert '±' in (out / 'table.md').read_text() and '2 seeds (0, 1)' in (out / 'table.md').read_text()
+    assert len((out / 'noise.csv').read_text().splitlines()) == 1 + 3 * 2
+
+
+def test_reproduce_validation_protocol(tmp_path):
+    out = tmp_path / 'val'
+    r = script('reproduce.py', 'mnist', '--recipe', 'smoke', '--validation', '--output', out, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = (out / 'validation.csv').read_text().splitlines()
+    assert lines[0].startswith('training,seed,clean,grid,dots,waves,scribble,blobs,speckle,grid_rim')
+    assert lines[0].endswith(',mean,min') and len(lines) == 4
+    assert not (out / 'table.md').exists()
+    log = (out / 'phase3-heuristic-log.csv').read_text().splitlines()[0]
+    assert 'acc_scribble' in log and 'acc_stripes' not in log   # no test background was evaluated
 
 
 def test_benchmark_quick(real_data, tmp_path):
@@ -42,7 +91,7 @@ def test_benchmark_quick(real_data, tmp_path):
     assert ('phase 3 adv otsu clean 0.5', 8) in cases
     assert all(c['images_per_s'] > 0 for c in info['results'])
     assert info['matmul_peak_gflops'] > 0 and info['tensorflow']
-    # measured the way the scripts run: TensorFlow started by mydatasets.quiet_tensorflow, oneDNN on
-    # (an import of tensorflow before mymodels once left it off and the figures 30-60% low)
+    # measured the way the scripts run: TensorFlow started by mycli.start_tensorflow, oneDNN on
+    # (an import of tensorflow before it once left it off and the figures 30-60% low)
     assert info['onednn'] is True
     assert 'images/s' in r.stdout

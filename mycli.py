@@ -1,0 +1,290 @@
+"""What every script does before TensorFlow starts: its command line and its one-line errors.
+
+    p = mycli.ArgumentParser(__doc__)          # --help: the docstring's first line, then usage
+    p.add_argument('--lr', type=mycli.rate)    # each numeric option checked by its type, here
+    ...
+    mycli.run_main(main)                       # bad input: one line on stderr, exit 1 (or 2)
+
+A script parses and checks its arguments first, so that bad input is answered at once, then
+calls start_tensorflow(): TensorFlow is never started as a side effect of an import.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+
+# the choices of the scripts' arguments, each listed once
+STRATEGIES = ['default', 'mirrored', 'multiworker']   # tf.distribute: one device, local GPUs, machines
+BINARIZE = ['otsu', '0.5', 'quantile', 'none']         # per-image binarization of a mask (mytrainers.binarize)
+BACKS = ['black', 'noise', 'adv', 'real']              # phase 3's backgrounds
+SCHEDULES = ['constant', 'cosine']                     # learning rates (mymodels.learning_rate)
+SEED = 0   # without --seed every run uses this seed: the same command gives the same numbers
+SEED_HELP = ('seed of every random choice: weights, data order, augmentation, noise, crops '
+             f'(default {SEED}: the same command gives the same numbers)')
+
+
+class UserError(Exception):
+    """Bad input or a missing resource: the scripts print the message as one line and exit 1."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a training run; the message says how to continue it."""
+
+
+# ----------------------------------------------------------------------------------------------
+# The parser: one-line errors, the docstring as description and examples
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with --help starting with the script's one-line description (the docstring's
+    first line), its other lines (examples) after the options, and a bad argument answered
+    in one line (`prog: error: ...`) with exit status 2."""
+
+    def __init__(self, doc, epilog=None, **kw):
+        first, _, rest = doc.strip().partition('\n')
+        epilog = '\n\n'.join(t for t in (rest.strip('\n'), epilog) if t)
+        super().__init__(description=first.strip(), epilog=epilog,
+                         formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+
+    def format_help(self):
+        text = super().format_help()
+        usage, _, rest = text.partition('\n\n')   # argparse puts the usage first: put it second
+        return rest.replace(self.description + '\n\n', self.description + '\n\n' + usage + '\n\n', 1)
+
+    def error(self, message):
+        self.exit(2, f'{self.prog}: error: {message}\n')
+
+
+def checked(check):
+    """An argparse type from a function that raises UserError: its message becomes argparse's."""
+    def convert(s):
+        try:
+            return check(s)
+        except UserError as e:
+            raise argparse.ArgumentTypeError(str(e))
+    convert.__name__ = check.__name__
+    return convert
+
+
+# ----------------------------------------------------------------------------------------------
+# Numeric options, each checked here by its type (argparse prints the message in one line)
+
+def _number(s, kind):
+    try:
+        v = kind(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{s!r} is not a {"whole number" if kind is int else "number"}')
+    if kind is float and not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f'must be a finite number, got {s}')
+    return v
+
+
+def _at_least(least):
+    def whole(s):
+        v = _number(s, int)
+        if v < least:
+            raise argparse.ArgumentTypeError(f'must be at least {least}, got {v}')
+        return v
+    return whole
+
+
+positive_int = _at_least(1)        # epochs, batch sizes, counts, sizes
+non_negative_int = _at_least(0)    # --average 0 = off
+
+
+def seed(s):
+    v = non_negative_int(s)
+    if v >= 2 ** 32:
+        raise argparse.ArgumentTypeError(f'must be below 2**32, got {v}')
+    return v
+
+
+def rate(s):
+    """A learning rate: > 0 (a negative one would climb the loss) and finite."""
+    v = _number(s, float)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f'must be > 0, got {v:g}')
+    return v
+
+
+def weight(s):
+    """A loss weight: >= 0 and finite."""
+    v = _number(s, float)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f'must be >= 0, got {v:g}')
+    return v
+
+
+def _between(low_open, high_open):
+    def between(s):
+        v = _number(s, float)
+        if v < 0 or v > 1 or (low_open and v == 0) or (high_open and v == 1):
+            raise argparse.ArgumentTypeError(f'must be between 0 and 1 ({"excluded" if low_open else "included"} '
+                                             f'and {"excluded" if high_open else "included"}), got {v:g}')
+        return v
+    return between
+
+
+fraction = _between(True, True)    # an area: strictly between 0 and 1
+share = _between(False, False)     # a share of images: 0 and 1 allowed
+threshold = _between(True, False)  # a threshold in (0, 1], such as AG-CNN's tau
+
+
+def training_args(p, epochs, batchsize, eval_batchsize):
+    """The options every training script shares (added after its own arguments)."""
+    p.add_argument('--epochs', type=positive_int, default=epochs)
+    p.add_argument('--batchsize', type=positive_int, default=batchsize, help='training batch size')
+    p.add_argument('--eval-batchsize', type=positive_int, default=eval_batchsize, help='evaluation batch size')
+    p.add_argument('--seed', type=seed, default=SEED, help=SEED_HELP)
+    p.add_argument('--resume', action='store_true', help='continue an interrupted run from its last checkpoint')
+    p.add_argument('--subset', type=positive_int, help='use only the first N training images')
+    p.add_argument('--test-subset', type=positive_int, help='use only the first N images of each test set')
+    p.add_argument('--strategy', choices=STRATEGIES, default='default',
+                   help='default: one device; mirrored: all local GPUs; multiworker: the machines in TF_CONFIG '
+                   '(the batch size is the global one, split across replicas)')
+
+
+def schedule_args(p, what):
+    """--lr and --lr-schedule (phases 1 and 3)."""
+    p.add_argument('--lr', type=rate, help=f'{what} learning rate (default: 1e-3, or 1e-5 for VGG19 from 128 px)')
+    p.add_argument('--lr-schedule', choices=SCHEDULES, default='constant',
+                   help='constant (published) or cosine decay to 0 over the run')
+
+
+# ----------------------------------------------------------------------------------------------
+# Paths: checked before anything is computed; folders a script chooses itself are made
+
+def check_writable_dir(d, what):
+    if not os.path.isdir(d):
+        raise UserError(f'{what}: folder {d} does not exist')
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise UserError(f'{what}: folder {d} is not writable')
+    return d
+
+
+def output_file(path, default, exts=('.keras', '.h5')):
+    """The file a script will write: `path` as the user named it (its folder must exist), or
+    `default` when none was named (its folders are made)."""
+    chosen = path or default
+    if os.path.splitext(chosen)[1] not in exts:
+        raise UserError(f'output {chosen}: the file name must end in {" or ".join(exts)}')
+    folder = os.path.dirname(os.path.abspath(chosen))
+    if path is None:
+        os.makedirs(folder, exist_ok=True)
+    check_writable_dir(folder, f'output {chosen}')
+    return chosen
+
+
+def output_dir(path, default=None, what='output'):
+    """A folder a script writes into: made if missing; a folder the user named needs an
+    existing parent, a default one gets its parents made too."""
+    chosen = path or default
+    parent = os.path.dirname(os.path.abspath(chosen))
+    if path is None:
+        os.makedirs(parent, exist_ok=True)
+    if os.path.isdir(chosen):
+        check_writable_dir(chosen, f'{what} {chosen}')
+    else:
+        check_writable_dir(parent, f'{what} {chosen}')
+    return chosen
+
+
+# ----------------------------------------------------------------------------------------------
+# Running a script: one-line errors, TensorFlow's log kept out of the way
+
+def mute_native_stderr():
+    """TensorFlow's C++ code writes log lines straight to file descriptor 2 (even harmless
+    'errors', such as an optional graph rewrite that gave up) and does not see a
+    TF_CPP_MIN_LOG_LEVEL set from inside Python. A script therefore points fd 2 at /dev/null and
+    keeps Python's own stderr on a copy of the real one: its messages, warnings, tracebacks and
+    progress bars still show. BIAL_TF_LOG=1 keeps TensorFlow's log (for debugging)."""
+    if os.environ.get('BIAL_TF_LOG'):
+        return
+    sys.stderr.flush()
+    real = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    sys.stderr = os.fdopen(real, 'w', buffering=1)
+
+
+def run_main(main):
+    """Run a script's main(): bad input and missing resources end in one line on stderr and
+    exit 1; Ctrl-C in a one-line note (how to continue, for a training run) and exit 130."""
+    mute_native_stderr()
+    try:
+        main()
+    except UserError as e:
+        print(f'error: {e}', file=sys.stderr)
+        sys.exit(1)
+    except OSError as e:   # disk full, permissions changed under us...
+        print(f'error: {e.strerror or e}{": " + str(e.filename) if e.filename else ""}', file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt as e:
+        print(f'\ninterrupted{"; " + str(e) if isinstance(e, Interrupted) else ""}', file=sys.stderr)
+        sys.exit(130)
+
+
+def start_tensorflow():
+    """Import TensorFlow with oneDNN on and without its C++ start-up chatter (CUDA probing on a
+    CPU-only machine), which is written straight to file descriptor 2 before its logging is set
+    up. Call it before importing keras, tensorflow or the modules that do; a second call does
+    nothing. Errors still raise as usual."""
+    if 'tensorflow' in sys.modules:
+        return
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+    # oneDNN's kernels are off by default on CPUs without AVX-512 (AMD ones among them); on a
+    # 2-core AVX2 machine they made phase 3 about 35% faster (docs/performance.md)
+    os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        import tensorflow as tf
+        _cpu_devices(tf)
+        if 'TF_CONFIG' not in os.environ:   # several machines need TensorFlow not started yet
+            tf.constant(0) + 1   # device start-up happens at the first operation
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def _cpu_devices(tf):
+    """BIAL_CPU_DEVICES=N splits the CPU into N logical devices, so that --strategy mirrored can
+    be tried (and tested) on a machine without GPUs. Must run before TensorFlow's first operation."""
+    n = os.environ.get('BIAL_CPU_DEVICES')
+    if n:
+        if not n.isdigit() or int(n) < 1:
+            raise UserError(f'BIAL_CPU_DEVICES must be a whole number >= 1, not {n!r}')
+        cpu = tf.config.list_physical_devices('CPU')[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * int(n))
+
+
+def onednn_enabled():
+    """Whether TensorFlow runs its oneDNN kernels (True/False; None where this TensorFlow cannot
+    say). start_tensorflow() turns them on, but only when it is what starts TensorFlow."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return None
+
+
+def is_cluster_chief():
+    """Whether this task is the chief of the cluster in TF_CONFIG (several machines,
+    tf.distribute multiworker), read without starting TensorFlow: the task of type 'chief', or
+    worker 0 when the cluster names none. One-line error when TF_CONFIG is missing or unusable."""
+    raw = os.environ.get('TF_CONFIG', '').strip()
+    if not raw:
+        raise UserError('--strategy multiworker needs TF_CONFIG with the cluster and this task '
+                        '(see the README, "Several GPUs or machines")')
+    try:
+        config = json.loads(raw)
+        kind, index, members = config['task']['type'], int(config['task']['index']), config['cluster']
+        if len(members.get(kind, [])) <= index:
+            raise ValueError(f'the cluster has no {kind} number {index}')
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        detail = f'missing {e}' if isinstance(e, KeyError) else str(e)
+        raise UserError(f'TF_CONFIG is not a usable cluster description ({detail}); expected '
+                        '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": N}}')
+    return kind == 'chief' or (kind == 'worker' and index == 0 and 'chief' not in members)

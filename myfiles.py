@@ -1,0 +1,92 @@
+"""Files written whole or not at all: atomic writes, text, PNG pictures.
+
+    with myfiles.atomic('model.keras') as tmp:   # write tmp; renamed to model.keras only if
+        model.save(tmp)                          # the block ends without an exception
+
+Every file this project writes (models, checkpoints, logs, tables, pictures, downloads, cached
+arrays) goes through atomic(): a crash, a kill or a full disk never leaves a half-written file
+under its real name. For the crash tests, BIAL_FAULT=POINT[@EPOCH] kills the process at a chosen
+moment of a write (fault()).
+"""
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+
+import numpy as np
+
+PART = '.part'   # in the name of every temporary file: what a later run may delete
+
+
+@contextlib.contextmanager
+def atomic(path):
+    """Yield a temporary name in `path`'s folder (no file there yet: the caller creates it,
+    a file or a folder); rename it to `path` when the block ends normally, remove it otherwise.
+    The name ends in `path`'s extension (writers that pick the format by extension need it)."""
+    remove_leftovers(path)   # of an earlier write of this path that a kill interrupted
+    d, base = os.path.split(os.path.abspath(path))
+    ext = os.path.splitext(base)[1]
+    fd, tmp = tempfile.mkstemp(prefix=f'.{base}.', suffix=PART + ext, dir=d)
+    os.close(fd)
+    os.remove(tmp)   # some writers (Keras) refuse an existing target; they only need the name
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        _remove(tmp)
+
+
+def remove_leftovers(path):
+    """Delete what an interrupted atomic write of `path` left behind."""
+    d, base = os.path.split(os.path.abspath(path))
+    for f in os.listdir(d) if os.path.isdir(d) else []:
+        if f.startswith(f'.{base}.') and PART in f:
+            _remove(os.path.join(d, f))
+
+
+def _remove(p):
+    if os.path.isdir(p):
+        shutil.rmtree(p, ignore_errors=True)
+    elif os.path.exists(p):
+        os.remove(p)
+
+
+def write_text(path, text):
+    with atomic(path) as tmp, open(tmp, 'w') as f:
+        f.write(text)
+
+
+def save_png(path, img):
+    """Write a float image in [0, 1] (H, W) or (H, W, 1|3) as an 8-bit PNG."""
+    import imageio.v3 as iio
+    img = np.clip(np.asarray(img, np.float32), 0, 1)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    with atomic(path) as tmp:
+        iio.imwrite(tmp, np.round(img * 255).astype(np.uint8), extension='.png')
+
+
+def montage(rows, gap=2, invert_gray=True):
+    """A grid picture from rows of same-sized images (H, W, C): one row per list. Grayscale
+    images are inverted (dark ink on white, as in the paper's figures)."""
+    H, W, C = rows[0][0].shape
+    n = max(len(r) for r in rows)
+    canvas = np.ones((len(rows) * (H + gap) - gap, n * (W + gap) - gap, max(C, 1)), np.float32)
+    for i, r in enumerate(rows):
+        for j, x in enumerate(r):
+            canvas[i * (H + gap):i * (H + gap) + H, j * (W + gap):j * (W + gap) + W] = \
+                1 - x if (C == 1 and invert_gray) else x
+    return canvas
+
+
+def fault(point, epoch=None):
+    """For the crash tests: with BIAL_FAULT=POINT (or POINT@EPOCH) the process kills itself
+    with SIGKILL when it reaches that point. Unset, this does nothing."""
+    if fault_armed(point, epoch):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fault_armed(point, epoch=None):
+    name, _, at = os.environ.get('BIAL_FAULT', '').partition('@')
+    return name == point and (not at or epoch is None or int(at) == epoch)

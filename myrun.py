@@ -1,0 +1,344 @@
+"""Everything around fit() that the three phases share: the distribution strategy, evaluation
+after each epoch, the CSV log, checkpoints and resume, the NaN guard, and the end of a run.
+
+    strategy = myrun.setup(args.seed, args.strategy)        # seeds, tf.distribute strategy
+    run = myrun.Run(output, config, args.resume, myrun.is_chief(strategy))
+    start = run.restore(trainer)                            # epochs already done (resume)
+    run.fit(trainer, batches, steps, epochs, report)       # checkpoint and log every epoch
+    run.finish(accuracies, {output: model})                 # CSV line, atomic saves
+
+Files of a run (beside OUTPUT): OUTPUT-log.csv, one row per epoch; OUTPUT-checkpoint/epoch-NNNN/,
+the whole state after the last finished epoch, removed once the final model is saved.
+"""
+import contextlib
+import csv
+import json
+import math
+import os
+import shutil
+import sys
+
+import keras
+import tensorflow as tf
+
+import mycli
+from myfiles import atomic, fault, fault_armed
+from mymodels import ModelError, save
+
+# training steps per call into the TensorFlow graph: at batch size 8 a step is a few milliseconds,
+# and Keras' per-call Python work would otherwise cost as much again (benchmark.py measures it)
+STEPS_PER_EXECUTION = 32
+PROGRESS_FD = 'BIAL_PROGRESS_FD'   # reproduce.py reads each phase's finished steps from this file descriptor
+
+
+def setup(seed=mycli.SEED, strategy='default'):
+    """Seeds everywhere (Python, numpy, TensorFlow, Keras) and the distribution strategy named
+    (made first: multiworker must start before any other TensorFlow work)."""
+    import logging
+    import warnings
+    logging.getLogger('absl').setLevel(logging.ERROR)
+    logging.getLogger('tensorflow').setLevel(logging.ERROR)   # retracing notes of short fits
+    warnings.filterwarnings('ignore', message='You are saving your model as an HDF5 file')
+    warnings.filterwarnings('ignore', message='Skipping variable loading for optimizer')
+    strategy = make_strategy(strategy)
+    keras.utils.set_random_seed(seed)
+    return strategy
+
+
+def steps_per_execution(steps_per_epoch=None):
+    """Training steps per graph call: the largest divisor of steps_per_epoch up to
+    STEPS_PER_EXECUTION, because Keras runs whole graph calls, so that 16 steps an epoch at 32
+    steps a call would silently train 32. 1 with several replicas, where Keras 3's multi-step
+    loop fails under tf.distribute ("You must feed a value for placeholder tensor", Keras issue
+    19246), and where the devices are big enough for the per-call overhead not to matter."""
+    if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+        return 1
+    if steps_per_epoch is None:
+        return STEPS_PER_EXECUTION
+    return max(d for d in range(1, STEPS_PER_EXECUTION + 1) if steps_per_epoch % d == 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Several devices or machines: TensorFlow's distribution strategies (tf.distribute)
+
+def make_strategy(name='default'):
+    """default: one device. mirrored: every local GPU (without GPUs: every logical CPU device,
+    one unless BIAL_CPU_DEVICES says more). multiworker: the machines named in TF_CONFIG, each
+    with its local GPUs."""
+    if name not in mycli.STRATEGIES:
+        raise mycli.UserError(f'unknown strategy {name!r}; choose one of {", ".join(mycli.STRATEGIES)}')
+    if name == 'multiworker':
+        mycli.is_cluster_chief()   # a one-line error for a missing or unusable TF_CONFIG
+    if name == 'default':
+        return tf.distribute.get_strategy()
+    if name == 'mirrored':
+        devices = tf.config.list_logical_devices('GPU') or tf.config.list_logical_devices('CPU')
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
+
+    class MultiWorker(tf.distribute.MultiWorkerMirroredStrategy):
+        """MultiWorkerMirroredStrategy as Keras 3's fit() calls it (Keras 3.15): fit reduces a
+        whole (images, labels) batch in one call to learn its shapes, and each step's scalar
+        logs with axis=0; this strategy's reduce takes one value at a time and no axis on a
+        scalar. Both are done here as meant: element by element, scalars across replicas."""
+
+        def reduce(self, reduce_op, value, axis):
+            if isinstance(value, (tuple, list, dict)):
+                return tf.nest.map_structure(lambda v: self.reduce(reduce_op, v, axis), value)
+            if axis is not None and self.experimental_local_results(value)[0].shape.rank == 0:
+                axis = None
+            return super().reduce(reduce_op, value, axis)
+
+    return MultiWorker()
+
+
+def is_chief(strategy):
+    """Only the chief (worker 0 when TF_CONFIG names no chief) writes checkpoints and models."""
+    return strategy.extended.should_checkpoint
+
+
+def check_replicas(strategy, batch_size):
+    """The global batch must split evenly across the replicas; says how it is split."""
+    r = strategy.num_replicas_in_sync
+    if batch_size % r:
+        raise mycli.UserError(f'the batch size ({batch_size}) must be a multiple of the {r} replicas '
+                              f'of the strategy: it is the global batch, split evenly across them')
+    if strategy is not tf.distribute.get_strategy():
+        print(f'{type(strategy).__name__}: {r} replica(s) in sync, {batch_size // r} images each per step',
+              file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation after each epoch
+
+class Evaluator:
+    """Accuracy of a classifier on named sets at a large batch size. The tf.data pipelines are
+    built once, so the arrays are not copied again at every epoch, and each set is counted in one
+    call into the graph (a loop over its batches there), not one Python round trip per batch."""
+
+    def __init__(self, sets, batch_size=1024):
+        self.names = [n for n, _ in sets]
+        self.data = {n: tf.data.Dataset.from_tensor_slices((X, Y.astype('int32'))).batch(batch_size).prefetch(2)
+                     for n, (X, Y) in sets}
+        self.sizes = {n: len(Y) for n, (_, Y) in sets}
+        self._fns = {}
+
+    def _counter(self, model):
+        if id(model) not in self._fns:
+            @tf.function(reduce_retracing=True)
+            def correct(ds):
+                hits = tf.TensorArray(tf.bool, size=0, dynamic_size=True, infer_shape=False)
+                for x, y in ds:
+                    pred = tf.argmax(model(x, training=False), -1, output_type=tf.int32)
+                    hits = hits.write(hits.size(), pred == y)
+                return hits.concat()
+            self._fns[id(model)] = correct
+        return self._fns[id(model)]
+
+    def hits(self, model, names=None):
+        """Per set, whether each of its images is classified correctly (a bool array, in order)."""
+        correct = self._counter(model)
+        return {n: correct(self.data[n]).numpy() for n in names or self.names}
+
+    def __call__(self, model, names=None):
+        """Per set, the share of its images classified correctly."""
+        return {n: int(h.sum()) / self.sizes[n] for n, h in self.hits(model, names).items()}
+
+
+class EpochReport(keras.callbacks.Callback):
+    """After each epoch: accuracy of `classifier` on the named sets (all by default), added to the
+    epoch's logs, which fit's progress line and the CSV log show. `fixed`: numbers computed once
+    (phase 2, whose classifier is frozen and whose accuracies cannot change). `weights`: a context
+    in which the classifier holds the weights to report (phase 3's averaged ones)."""
+
+    def __init__(self, evaluator, classifier, names=None, fixed=None, weights=contextlib.nullcontext):
+        super().__init__()
+        self.evaluator, self.classifier, self.names, self.fixed = evaluator, classifier, names, fixed
+        self.weights = weights
+        self.last = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.fixed is not None:
+            acc = self.fixed
+        else:
+            with self.weights():
+                acc = self.evaluator(self.classifier, self.names)
+        self.last = acc
+        if logs is not None:   # fit's progress line and the CSV log show them from here
+            logs.update({f'acc_{n}': a for n, a in acc.items()})
+
+
+# ----------------------------------------------------------------------------------------------
+# The callbacks of a run: NaN guard, CSV log, checkpoints, progress for reproduce.py
+
+class GuardNaN(keras.callbacks.Callback):
+    """Stop with a clear message when an epoch's loss is not finite, before that epoch is logged
+    or checkpointed: the last good checkpoint stays. (BIAL_FAULT=nan@EPOCH poisons a weight at
+    the start of that epoch, for the tests.)"""
+
+    def __init__(self, directory):
+        super().__init__()
+        self.directory = directory
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if fault_armed('nan', epoch + 1):
+            w = self.model.trainable_variables[0]
+            w.assign(w * float('nan'))
+
+    def on_epoch_end(self, epoch, logs=None):
+        bad = [k for k, v in (logs or {}).items() if not math.isfinite(float(v))]
+        if bad:
+            kept = f'the checkpoint of epoch {epoch} is kept in {self.directory}' if epoch else 'no epoch had finished'
+            raise ModelError(f'the loss ({bad[0]}) became {float(logs[bad[0]])} during epoch {epoch + 1}; '
+                             f'training stopped; {kept}; try a lower learning rate (--lr)')
+
+
+class CSVLog(keras.callbacks.Callback):
+    """One row per epoch (1-based) with every number of the epoch's logs, flushed at once.
+    (Keras' CSVLogger adds empty val_* columns when there is no validation data.)"""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        header = None
+        if os.path.exists(self.path) and os.path.getsize(self.path):
+            with open(self.path, newline='') as f:
+                header = next(csv.reader(f), None)
+        with open(self.path, 'a', newline='') as f:
+            w = csv.writer(f)
+            if not header:
+                header = ['epoch'] + sorted(logs)
+                w.writerow(header)
+            w.writerow([epoch + 1] + [float(logs[k]) if k in logs else '' for k in header[1:]])
+            f.flush()
+            os.fsync(f.fileno())
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """At each epoch's end: the whole training state (every model's weights, the optimisers, the
+    random generator) and a copy of the CSV log, written atomically as DIR/epoch-NNNN/; older
+    checkpoints are removed after. A kill at any moment leaves the previous one in place."""
+
+    def __init__(self, directory, log_path, config):
+        super().__init__()
+        self.directory, self.log_path, self.config = directory, log_path, config
+
+    def on_epoch_end(self, epoch, logs=None):
+        os.makedirs(self.directory, exist_ok=True)
+        name = f'epoch-{epoch + 1:04d}'
+        with atomic(os.path.join(self.directory, name)) as tmp:
+            os.makedirs(tmp)
+            self.model.save_weights(os.path.join(tmp, 'state.weights.h5'))
+            fault('checkpoint-write', epoch + 1)
+            if os.path.exists(self.log_path):
+                shutil.copyfile(self.log_path, os.path.join(tmp, 'log.csv'))
+            with open(os.path.join(tmp, 'meta.json'), 'w') as f:
+                json.dump({'epoch': epoch + 1, 'config': self.config}, f)
+        fault('checkpoint-renamed', epoch + 1)
+        for d in os.listdir(self.directory):
+            if d != name:   # older checkpoints, and what an interrupted write left
+                shutil.rmtree(os.path.join(self.directory, d), ignore_errors=True)
+
+
+class Progress(keras.callbacks.Callback):
+    """Under reproduce.py (PROGRESS_FD set): the steps finished in the run so far, one number a
+    line, after each graph call, so that it can show a bar over steps with a time estimate."""
+
+    def __init__(self, fd):
+        super().__init__()
+        self.fd = fd
+
+    def on_train_batch_end(self, batch, logs=None):
+        os.write(self.fd, f'{self.epoch * self.params["steps"] + batch + 1}\n'.encode())
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+
+# ----------------------------------------------------------------------------------------------
+# A training run
+
+class Run:
+    """The files of one training run: the final model OUTPUT, its CSV log OUTPUT-log.csv and its
+    checkpoints in OUTPUT-checkpoint/ (all beside OUTPUT). With several machines (multiworker),
+    only the chief writes; the other workers only read a checkpoint to resume from."""
+
+    def __init__(self, output, config, resume=False, chief=True):
+        stem = os.path.splitext(output)[0]
+        self.output, self.config, self.resume, self.chief = output, config, resume, chief
+        self.log_path = stem + '-log.csv'
+        self.directory = stem + '-checkpoint'
+        self.start = 0
+
+    def latest(self):
+        if not os.path.isdir(self.directory):
+            return None
+        done = sorted(d for d in os.listdir(self.directory) if d.startswith('epoch-'))
+        return os.path.join(self.directory, done[-1]) if done else None
+
+    def restore(self, model):
+        """With resume: load the latest checkpoint into `model` (built, optimisers built) and
+        return the number of epochs it holds; else start over and return 0."""
+        latest = self.latest()
+        if not self.resume or latest is None:
+            if self.resume:
+                print('note: no checkpoint to resume from; starting from epoch 1', file=sys.stderr)
+            if self.chief:
+                shutil.rmtree(self.directory, ignore_errors=True)
+                if os.path.exists(self.log_path):
+                    os.remove(self.log_path)
+            return 0
+        state = os.path.join(latest, 'state.weights.h5')
+        try:
+            with open(os.path.join(latest, 'meta.json')) as f:
+                meta = json.load(f)
+            model.load_weights(state)
+        except Exception as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(f'checkpoint {state} cannot be read ({msg[:200]}); run without --resume to start over')
+        different = {k: (v, self.config.get(k)) for k, v in meta['config'].items() if self.config.get(k) != v}
+        if different:
+            k, (old, new) = next(iter(different.items()))
+            raise ModelError(f'checkpoint {latest} was made with {k}={old}, not {new}; '
+                             'use the same settings, or run without --resume to start over')
+        log = os.path.join(latest, 'log.csv')
+        if os.path.exists(log) and self.chief:
+            shutil.copyfile(log, self.log_path)   # drops rows of an epoch that was not checkpointed
+        print(f'resuming after epoch {meta["epoch"]} from {latest}', file=sys.stderr)
+        self.start = meta['epoch']
+        return self.start
+
+    def fit(self, model, data, steps_per_epoch, epochs, report, *callbacks):
+        """model.fit from the epoch restore() found, with the run's callbacks (NaN guard, the
+        epoch report, CSV log and checkpoint on the chief) and `callbacks`. Ctrl-C stops it
+        with a note on how to continue."""
+        own = [GuardNaN(self.directory), report]
+        if self.chief:
+            own += [CSVLog(self.log_path), Checkpointer(self.directory, self.log_path, self.config)]
+        if os.environ.get(PROGRESS_FD):
+            own.append(Progress(int(os.environ[PROGRESS_FD])))
+        try:
+            model.fit(data, steps_per_epoch=steps_per_epoch, epochs=epochs, initial_epoch=self.start,
+                      callbacks=own + list(callbacks), verbose=1 if sys.stdout.isatty() else 2, shuffle=False)
+        except KeyboardInterrupt:
+            raise mycli.Interrupted(f'run the same command with --resume to continue from {self.directory}')
+
+    def finish(self, accuracies, models):
+        """The end of every phase: the published CSV line on stdout, each model saved atomically
+        ({path: model}), then the checkpoint removed (a kill before that only means redoing this)."""
+        print(csv_line(accuracies.values()), flush=True)
+        if not self.chief:
+            print('not saved here: this worker is not the chief', file=sys.stderr)
+            return
+        for path, model in models.items():
+            save(model, path)
+        fault('before-finish')
+        shutil.rmtree(self.directory, ignore_errors=True)
+        print(f'saved {" and ".join(models)}', file=sys.stderr)
+
+
+def csv_line(accuracies):
+    """The published scripts' result line: the command, then the accuracies, comma-separated."""
+    return ','.join(['-'.join([os.path.basename(sys.argv[0])] + sys.argv[1:])] + [str(a) for a in accuracies])

@@ -1,0 +1,397 @@
+"""The adversarial phases as small keras.Models with their own train_step, so that fit() drives
+them (progress bars, callbacks, checkpoints, tf.distribute): MaskTrainer (phase 2) and
+BackgroundTrainer (phase 3), each with the callback that draws its pictures; and the per-image
+binarization of masks inside the graph.
+
+    trainer = mytrainers.BackgroundTrainer(classifier, 'heuristic', 'otsu', 'adv', gen)
+    trainer.compile(optimizer=..., gen_optimizer=...)
+    trainer.fit(trainer.with_noise(mydatagen.batches(X, Y, 8)), steps_per_epoch=..., epochs=...)
+"""
+import contextlib
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import mydatagen
+from mycli import BINARIZE
+from myfiles import montage, save_png
+from mymodels import noise_size
+
+
+# ----------------------------------------------------------------------------------------------
+# Masks: binarized per image, inside the graph
+
+def otsu_threshold(M, nbins=256):
+    """Per-image Otsu threshold of a batch (n, ...), computed as skimage.filters.threshold_otsu
+    does: a 256-bin histogram over the image's own [min, max] (numpy's bin edges, float32), the
+    bin centre that maximises the between-class variance; a constant image gives its value."""
+    v = tf.reshape(tf.cast(M, tf.float32), [tf.shape(M)[0], -1])
+    lo, hi = tf.reduce_min(v, 1, keepdims=True), tf.reduce_max(v, 1, keepdims=True)
+    # edges as np.linspace makes them (in float64, then rounded to float32)
+    k = tf.range(nbins + 1, dtype=tf.float64)[None] / nbins
+    lo64, hi64 = tf.cast(lo, tf.float64), tf.cast(hi, tf.float64)
+    edges = tf.cast(lo64 + (hi64 - lo64) * k, tf.float32)                        # (n, nbins+1)
+    span = tf.where(hi > lo, hi - lo, tf.ones_like(hi))
+    idx = tf.clip_by_value(tf.cast(tf.floor((v - lo) * (nbins / span)), tf.int32), 0, nbins - 1)
+    # numpy's correction of values that fell on the wrong side of an edge by rounding
+    idx = tf.where(v < tf.gather(edges, idx, batch_dims=1), idx - 1, idx)
+    idx = tf.where((v >= tf.gather(edges, idx + 1, batch_dims=1)) & (idx < nbins - 1), idx + 1, idx)
+    counts = tf.cast(tf.math.bincount(idx, minlength=nbins, maxlength=nbins, axis=-1), tf.float32)
+    centres = (edges[:, :-1] + edges[:, 1:]) / 2
+    w1 = tf.cumsum(counts, 1)
+    w2 = tf.cumsum(counts, 1, reverse=True)
+    m1 = tf.cumsum(counts * centres, 1) / tf.maximum(w1, 1e-30)
+    m2 = tf.cumsum(counts * centres, 1, reverse=True) / tf.maximum(w2, 1e-30)
+    var12 = w1[:, :-1] * w2[:, 1:] * (m1[:, :-1] - m2[:, 1:]) ** 2
+    t = tf.gather(centres, tf.argmax(var12, 1, output_type=tf.int32), batch_dims=1)
+    return tf.where(hi[:, 0] > lo[:, 0], t, lo[:, 0])
+
+
+def quantile(M, q):
+    """Per-image quantile of a batch (n, ...), numpy's default (linear) interpolation."""
+    v = tf.sort(tf.reshape(tf.cast(M, tf.float32), [tf.shape(M)[0], -1]), 1)
+    pos = q * tf.cast(tf.shape(v)[1] - 1, tf.float32)
+    i = tf.cast(tf.floor(pos), tf.int32)
+    j = tf.minimum(i + 1, tf.shape(v)[1] - 1)
+    return v[:, i] + (v[:, j] - v[:, i]) * (pos - tf.cast(i, tf.float32))
+
+
+def binarize(M, mode, area=0.2):
+    """Soft masks (n, H, W, C) -> per-image binary masks (float 0/1), or the soft mask for 'none'."""
+    M = tf.cast(M, tf.float32)
+    if mode == 'none':
+        return M
+    if mode == '0.5':
+        t = tf.fill([tf.shape(M)[0]], 0.5)
+    elif mode == 'otsu':
+        t = otsu_threshold(M)
+    elif mode == 'quantile':
+        t = quantile(M, 1 - area)
+    else:
+        raise ValueError(f'unknown binarize mode {mode!r}; one of {", ".join(BINARIZE)}')
+    return tf.cast(M >= t[:, None, None, None], tf.float32)
+
+
+
+# ----------------------------------------------------------------------------------------------
+# Phase 2 and phase 3
+
+def replica_mean(loss):
+    """A per-replica loss (a mean over the replica's share of the global batch) scaled so that
+    the gradients the optimiser sums across replicas are those of the global batch mean."""
+    r = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss / r if r > 1 else loss
+
+
+def _ce(Y, logits):
+    return keras.ops.mean(keras.losses.sparse_categorical_crossentropy(Y, logits, from_logits=True))
+
+
+def total_variation(M):
+    return (keras.ops.mean(keras.ops.abs(M[:, 1:] - M[:, :-1])) +
+            keras.ops.mean(keras.ops.abs(M[:, :, 1:] - M[:, :, :-1])))
+
+
+class MaskTrainer(keras.Model):
+    """Phase 2: train the U-Net so that the frozen classifier still recognises X*M, with masks
+    pushed below `area` of the image and kept smooth (total variation)."""
+
+    def __init__(self, classifier, unet, area=0.2, tv=0.1, loss='abs', **kw):
+        super().__init__(**kw)
+        self.classifier, self.unet = classifier, unet
+        self.classifier.trainable = False
+        self.area, self.tv, self.squared = area, tv, loss == 'squared'
+        self.ce_mean, self.loss_mean = keras.metrics.Mean(name='ce'), keras.metrics.Mean(name='mask_loss')
+
+    def compile(self, optimizer, **kw):
+        super().compile(optimizer=optimizer, **kw)
+
+    def call(self, X, training=False):
+        return self.unet(X, training=training)
+
+    @property
+    def metrics(self):
+        return [self.ce_mean, self.loss_mean]
+
+    def train_step(self, data):
+        X, Y = data
+        with tf.GradientTape() as tape:
+            M = self.unet(X, training=True)
+            ce = _ce(Y, self.classifier(X * M, training=False))
+            over = tf.nn.relu(tf.reduce_mean(M, [1, 2, 3]) - self.area)
+            loss = ce + tf.reduce_mean(over ** 2 if self.squared else over) + self.tv * total_variation(M)
+            scaled = replica_mean(loss)   # inside the tape, so that it is differentiated
+        variables = self.unet.trainable_variables
+        self.optimizer.apply(tape.gradient(scaled, variables), variables)
+        self.ce_mean.update_state(ce)
+        self.loss_mean.update_state(loss)
+        return {'ce': self.ce_mean.result(), 'mask_loss': self.loss_mean.result()}
+
+
+class MaskPictures(keras.callbacks.Callback):
+    """Phase 2 --debug: per epoch one PNG, DIR/masks-epoch-NNN.png: the images, their soft masks
+    and their binarized masks (one row each)."""
+
+    def __init__(self, unet, X, mode, area, directory):
+        super().__init__()
+        self.unet, self.X, self.mode, self.area, self.directory = unet, X, mode, area, directory
+
+    def on_epoch_end(self, epoch, logs=None):
+        soft = self.unet(self.X, training=False)
+        hard = binarize(soft, self.mode, self.area)
+        rows = [list(self.X), list(_gray_to(soft.numpy(), self.X)), list(_gray_to(hard.numpy(), self.X))]
+        os.makedirs(self.directory, exist_ok=True)
+        save_png(os.path.join(self.directory, f'masks-epoch-{epoch + 1:03d}.png'), montage(rows, invert_gray=False))
+
+
+def _gray_to(M, X):
+    """Masks (n, H, W, 1) shown beside images with X's channel count."""
+    return np.repeat(M, X.shape[-1], -1) if M.shape[-1] != X.shape[-1] else M
+
+
+class BackgroundTrainer(keras.Model):
+    """Phase 3: the classifier learns on Z = X*M + B*(1-M) while, with back='adv', the generator
+    paints the backgrounds B that maximise the classifier's loss. The mask M is computed on the
+    very (augmented) image that is trained on. masks: a U-Net, 'heuristic' (X > 0) or 'manual'
+    (given with each batch). Backgrounds 'real' come with each batch too, and so does the random
+    noise of 'adv' and 'noise' (see with_noise): a batch is (X, [masks], [backgrounds], [noise], Y).
+    Drawing the noise in the input pipeline, per image, makes a step the same whether one device
+    or several replicas share the batch.
+
+    Three additions to the published method, all off by default (the fast recipe uses them, see
+    docs/recipe.md): clean_share, the share of images trained on as they are, with their own
+    background (drawn per image in the pipeline too: a uniform number comes with each batch after
+    the noise); average=N, an exponential moving average of the classifier's weights over about
+    the last N steps (momentum 1 - 1/N), which is what is evaluated after each epoch and saved at
+    the end; replay (with history=N), the share of images whose background is one the generator
+    painted earlier, drawn from a uniform sample of N of all the backgrounds it has painted so far
+    (reservoir sampling): the classifier answers the generator's whole past, not only its latest
+    backgrounds, as in fictitious play, so what it learnt early is not forgotten at the end."""
+
+    def __init__(self, classifier, masks='heuristic', binarize_mode='otsu', back='adv', gen=None, tiles=2,
+                 area=0.2, seed=None, clean_share=0.0, average=0, replay=0.0, history=4096, **kw):
+        super().__init__(**kw)
+        self.classifier, self.back, self.gen, self.tiles = classifier, back, gen, tiles
+        self.clean_share, self.average, self._average = float(clean_share), int(average), []
+        self.replay = float(replay)
+        if self.replay:
+            if back != 'adv':
+                raise ValueError('replay needs adversarial backgrounds (back=adv)')
+            # the replicas' pools are kept equal: the first one's writes are everyone's
+            self.pool = self.add_weight(shape=(int(history),) + tuple(classifier.input_shape[1:]), initializer='zeros',
+                                        trainable=False, aggregation='only_first_replica', name='pool')
+            self.seen = self.add_weight(shape=(), initializer='zeros', dtype='int64', trainable=False,
+                                        aggregation='only_first_replica', name='seen')
+        if self.average:
+            # the replicas hold the same weights after each update, so the first one's average is
+            # everyone's; these are the trainer's own weights, so checkpoints keep them
+            self._average = [self.add_weight(shape=w.shape, initializer='zeros', trainable=False,
+                                             aggregation='only_first_replica', name=f'average_{i}')
+                             for i, w in enumerate(classifier.weights)]
+            for a, w in zip(self._average, classifier.weights):
+                a.assign(w)
+        self.unet = masks if isinstance(masks, keras.Model) else None
+        if self.unet is not None:
+            self.unet.trainable = False
+        self.mask_source = 'unet' if self.unet is not None else masks
+        self.binarize_mode, self.area = binarize_mode, area
+        self.seeds = keras.random.SeedGenerator(seed)
+        self.ce_mean, self.adv_mean = keras.metrics.Mean(name='ce'), keras.metrics.Mean(name='adv_loss')
+
+    def compile(self, optimizer, gen_optimizer=None, **kw):
+        super().compile(optimizer=optimizer, **kw)
+        self.gen_optimizer = gen_optimizer
+        if gen_optimizer is not None and self.gen is not None:
+            # now, under the caller's strategy scope: Keras builds only the main optimiser
+            # itself, and an optimiser built inside a distributed step fails
+            gen_optimizer.build(self.gen.trainable_variables)
+
+    def call(self, X, training=False):
+        return self.classifier(X, training=training)
+
+    def build_all(self, X):
+        """Build the model and the optimisers' slots (so a checkpoint can be loaded into them)."""
+        self(X)
+        if self.gen is not None:
+            self.gen(keras.ops.zeros((1, noise_size(self.gen))))
+        self.optimizer.build(self.classifier.trainable_variables)
+
+    @contextlib.contextmanager
+    def averaged(self):
+        """Within it the classifier holds the averaged weights (average=N; otherwise its own)."""
+        raw = [w.numpy() for w in self.classifier.weights] if self._average else None
+        self.adopt_average()
+        try:
+            yield
+        finally:
+            if raw is not None:
+                self.classifier.set_weights(raw)
+
+    def adopt_average(self):
+        """The classifier takes the averaged weights (average=N; otherwise nothing changes)."""
+        if self._average:
+            self.classifier.set_weights([a.numpy() for a in self._average])
+
+    @property
+    def metrics(self):
+        return [self.ce_mean, self.adv_mean]
+
+    def masks(self, X, given=None):
+        if self.mask_source == 'manual':
+            soft = given
+        elif self.mask_source == 'heuristic':
+            soft = tf.cast(X > 0, tf.float32)
+        else:
+            soft = self.unet(X, training=False)
+        return tf.stop_gradient(binarize(soft, self.binarize_mode, self.area)), soft
+
+    @property
+    def noise_shape(self):
+        """The random input each image needs per step: one noise vector per tile (adv), or an
+        image of standard normal noise (noise); None for the other backgrounds."""
+        if self.back == 'adv':
+            return (self.tiles * self.tiles, noise_size(self.gen))
+        if self.back == 'noise':
+            return tuple(self.classifier.input_shape[1:])
+        return None
+
+    def with_noise(self, ds, seed=0, start_step=0, part=None):
+        """Add the per-image random inputs this trainer needs to a dataset of batches (before the
+        labels): the noise (noise_shape), then with clean_share a uniform number per image.
+        start_step: the training steps already done (a resumed run)."""
+        if self.noise_shape is not None:
+            ds = mydatagen.with_noise(ds, self.noise_shape, seed, start_step, part)
+        if self.clean_share > 0 or self.replay > 0:
+            ds = mydatagen.with_noise(ds, (), seed, start_step, part, uniform=True)
+        return ds
+
+    def adversarial_backgrounds(self, n=None, training=True, z=None):
+        """tiles x tiles independent generator draws, each from its own normal noise z (n, tiles^2,
+        noise size; drawn here when not given), assembled into full images; one generator call."""
+        t = self.tiles
+        if z is None:
+            z = keras.random.normal([n, t * t, noise_size(self.gen)], seed=self.seeds)
+        n = tf.shape(z)[0]
+        tiles = self.gen(tf.reshape(z, [-1, z.shape[-1]]), training=training)   # (n*t*t, th, tw, C)
+        th, tw, C = tiles.shape[1:]
+        B = tf.reshape(tiles, [n, t, t, th, tw, C])                             # (n, row, col, ...)
+        return tf.reshape(tf.transpose(B, [0, 1, 3, 2, 4, 5]), [n, t * th, t * tw, C])
+
+    def composite(self, X, M, B):
+        return X * M + B * (1 - M)
+
+    def _replayed(self, u):
+        """Of the images that get a background (their uniform draws u), which get a fresh one
+        from the generator (their indices), and a background from the pool for every image
+        (used by the others). Nothing is replayed before the pool holds a background."""
+        n, seen = tf.shape(u)[0], tf.convert_to_tensor(self.seen)
+        fresh = (u >= self.clean_share + self.replay) | (seen == 0)
+        r = tf.random.stateless_uniform([n], tf.stack([seen, tf.constant(7, tf.int64)]))
+        have = tf.maximum(tf.minimum(seen, self.pool.shape[0]), 1)
+        slots = tf.cast(tf.floor(r * tf.cast(have, tf.float32)), tf.int64)
+        return tf.where(fresh)[:, 0], tf.gather(self.pool, slots)
+
+    def _remember(self, B):
+        """Reservoir sampling: the k-th background painted (k from 0) takes slot k while the pool
+        has room, then replaces a random slot with probability N / (k + 1), so that the pool is a
+        uniform sample of every background painted so far."""
+        N, seen = self.pool.shape[0], tf.convert_to_tensor(self.seen)
+        k = seen + tf.range(tf.shape(B)[0], dtype=tf.int64)
+        r = tf.random.stateless_uniform(tf.shape(k), tf.stack([seen, tf.constant(11, tf.int64)]))
+        slot = tf.where(k < N, k, tf.cast(tf.floor(r * tf.cast(k + 1, tf.float32)), tf.int64))
+        keep = tf.where(slot < N)[:, 0]
+        self.pool.value.scatter_nd_update(tf.gather(slot, keep)[:, None], tf.gather(B, keep))
+        self.seen.assign_add(tf.cast(tf.shape(B)[0], tf.int64))
+
+    def train_step(self, data):
+        X, *extra, Y = data   # (X, [masks], [backgrounds], [noise], [uniform], Y)
+        wanted = [self.mask_source == 'manual', self.back == 'real', self.noise_shape is not None,
+                  self.clean_share > 0 or self.replay > 0]
+        if len(extra) != sum(wanted):
+            raise ValueError(f'phase 3 with back={self.back!r}, masks={self.mask_source!r} takes batches of '
+                             f'{2 + sum(wanted)} tensors, got {2 + len(extra)} (add the noise with with_noise())')
+        given_masks, B, z, u = [extra.pop(0) if w else None for w in wanted]
+        if self.back == 'noise':
+            B = z
+        # with clean_share, only the other images get a mask and a painted background (gathered),
+        # which saves most of a step's work on the images that keep their own; the images trained
+        # on, and both players' gradients, are those of painting them all and discarding. A batch
+        # where every image keeps its own paints one, discarded: oneDNN's convolutions fail on an
+        # empty batch.
+        Xb, rows = X, None
+        if u is not None:
+            rows = tf.where(u >= self.clean_share)[:, 0]
+            n = tf.size(rows)
+            painted = tf.concat([rows, tf.zeros([1], rows.dtype)], 0)[:tf.maximum(n, 1)]
+            Xb, given_masks, B, z = [None if t is None else tf.gather(t, painted) for t in (X, given_masks, B, z)]
+        M, _ = self.masks(Xb, given_masks)
+        if self.replay:
+            fresh, old = self._replayed(tf.gather(u, painted))
+        with tf.GradientTape(persistent=True) as tape:
+            if self.replay:   # the generator paints the fresh ones; the others come from the pool
+                nf = tf.size(fresh)
+                zf = tf.gather(z, tf.concat([fresh, tf.zeros([1], fresh.dtype)], 0)[:tf.maximum(nf, 1)])
+                painted_fresh = self.adversarial_backgrounds(training=True, z=zf)[:nf]
+                B = tf.tensor_scatter_nd_update(old, fresh[:, None], painted_fresh)
+            elif self.back == 'adv':
+                B = self.adversarial_backgrounds(training=True, z=z)
+            elif self.back == 'black':
+                B = tf.zeros_like(Xb)
+            Z = self.composite(Xb, M, B)
+            if rows is not None:   # the others keep their own background
+                B = painted_fresh if self.replay else B[:n]
+                Z = tf.tensor_scatter_nd_update(X, rows[:, None], Z[:n])
+            ce = _ce(Y, self.classifier(Z, training=True))
+            adv = -ce
+            if self.back == 'adv' and X.shape[-1] == 1:
+                # keeps 1-channel backgrounds from going all white; the mean is over every
+                # background painted in the global batch (all replicas), as on one device
+                ctx = tf.distribute.get_replica_context()
+                total = ctx.all_reduce('SUM', tf.stack([tf.reduce_sum(B), tf.cast(tf.size(B), B.dtype)]))
+                adv += tf.nn.relu(tf.math.divide_no_nan(total[0], total[1]) - 0.5)
+            scaled_ce, scaled_adv = replica_mean(ce), replica_mean(adv)   # inside the tape
+        variables = self.classifier.trainable_variables
+        self.optimizer.apply(tape.gradient(scaled_ce, variables), variables)
+        if self.back == 'adv':
+            variables = self.gen.trainable_variables
+            self.gen_optimizer.apply(tape.gradient(scaled_adv, variables), variables)
+        else:
+            adv = tf.zeros_like(ce)
+        del tape
+        if self.replay:
+            self._remember(tf.stop_gradient(painted_fresh))
+        if self._average:
+            m = 1.0 - 1.0 / self.average
+            for a, w in zip(self._average, self.classifier.weights):
+                a.assign(m * a + (1.0 - m) * w)
+        self.ce_mean.update_state(ce)
+        self.adv_mean.update_state(adv)
+        return {'ce': self.ce_mean.result(), 'adv_loss': self.adv_mean.result()}
+
+
+class CompositePictures(keras.callbacks.Callback):
+    """Phase 3 --imsave: per epoch and test set one PNG, DIR/epoch-NNN-SET.png, rows: the
+    images, their soft masks, binarized masks, and the composites the classifier is trained on."""
+
+    def __init__(self, trainer, sets, directory, n=12):
+        super().__init__()
+        self.trainer, self.sets, self.directory, self.n = trainer, sets, directory, n
+
+    def on_epoch_end(self, epoch, logs=None):
+        t = self.trainer
+        os.makedirs(self.directory, exist_ok=True)
+        for name, X in self.sets:
+            X = X[:self.n]
+            hard, soft = t.masks(X)
+            if t.back == 'adv':
+                B = t.adversarial_backgrounds(len(X), training=False)   # pictures only: drawn here
+            elif t.back == 'noise':
+                B = keras.random.normal(X.shape, seed=t.seeds)
+            else:
+                B = np.zeros_like(X)   # black; 'real' pictures show black as well
+            Z = np.clip(t.composite(X, hard, B).numpy(), 0, 1)
+            rows = [list(X), list(_gray_to(np.asarray(soft), X)), list(_gray_to(hard.numpy(), X)), list(Z)]
+            save_png(os.path.join(self.directory, f'epoch-{epoch + 1:03d}-{name}.png'),
+                     montage(rows, invert_gray=False))

@@ -1,0 +1,124 @@
+"""The command line of every script: --help starts with a one-line description, every numeric
+option is checked by its type (one line, exit 2, nothing written), default output folders are
+made while folders the user names must exist. Unit tier: no script here gets past its arguments."""
+import argparse
+import math
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+import mycli
+from helpers import ROOT, one_line_error, script
+
+SCRIPTS = ['train1.py', 'train2.py', 'train3.py', 'evaluate.py', 'evaluate_seg.py', 'reproduce.py', 'benchmark.py',
+           'mydatasets.py', 'mybackgrounds.py', 'mydatagen.py']
+
+
+def first_line_of_doc(name):
+    import ast
+    with open(os.path.join(ROOT, name)) as f:
+        return ast.get_docstring(ast.parse(f.read())).split('\n')[0]
+
+
+@pytest.mark.parametrize('name', SCRIPTS)
+def test_help_starts_with_a_one_line_description(name):
+    r = script(name, '--help', timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == first_line_of_doc(name)
+    assert len(lines[0]) > 30 and lines[0].endswith('.') and lines[1] == '' and lines[2].startswith('usage: ')
+    assert '--seed' in r.stdout or name in ('evaluate.py', 'evaluate_seg.py', 'mybackgrounds.py', 'mydatasets.py',
+                                             'benchmark.py')
+
+
+P1 = ['train1.py', 'mnist']
+P2 = ['train2.py', 'mnist', 'p1.keras', 'otsu']
+P3 = ['train3.py', 'mnist', 'p1.keras', 'heuristic', 'otsu', 'adv']
+BAD = [  # (arguments, what the one line must say)
+    (P1 + ['--lr', '-1'], 'must be > 0, got -1'),
+    (P1 + ['--lr', 'nan'], 'finite'),
+    (P1 + ['--lr', '0'], 'must be > 0'),
+    (P1 + ['--lr', 'fast'], 'not a number'),
+    (P1 + ['--epochs', '0'], 'at least 1'),
+    (P1 + ['--epochs', '2.5'], 'not a whole number'),
+    (P1 + ['--batchsize', '-8'], 'at least 1'),
+    (P1 + ['--eval-batchsize', '0'], 'at least 1'),
+    (P1 + ['--subset', '0'], 'at least 1'),
+    (P1 + ['--test-subset', '-1'], 'at least 1'),
+    (P1 + ['--seed', '-1'], 'at least 0'),
+    (P1 + ['--seed', str(2 ** 32)], 'below 2\\*\\*32'),
+    (P1 + ['--lr-schedule', 'linear'], 'invalid choice'),
+    (P1 + ['mnsit'], 'unrecognized|valid names'),
+    (['train1.py', 'mnsit'], 'valid names: .*mnist_backgrounds'),
+    (P2 + ['--area', '1.5'], 'between 0 and 1'),
+    (P2 + ['--area', '0'], 'between 0 and 1'),
+    (P2 + ['--total-variation', '-0.1'], 'must be >= 0'),
+    (P2 + ['--total-variation', 'inf'], 'finite'),
+    (P3 + ['--gen-lr=-1e-4'], 'must be > 0'),
+    (P3 + ['--lr', 'inf'], 'finite'),
+    (P3 + ['--tiles', '0'], 'at least 1'),
+    (P3 + ['--clean-share', '1.5'], 'between 0 and 1'),
+    (P3 + ['--clean-share', '-0.1'], 'between 0 and 1'),
+    (P3 + ['--average', '-1'], 'at least 0'),
+    (P3 + ['--area', '1'], 'between 0 and 1'),
+    (['train3.py', 'mnist', 'p1.keras', 'heuristic', 'otsu', 'sky'], 'invalid choice'),
+    (['evaluate.py', 'mnist', 'm.keras', '--batchsize', '0'], 'at least 1'),
+    (['evaluate_seg.py', 'mnist', 'm.keras', '--batchsize', '0'], 'at least 1'),
+    (['reproduce.py', 'mnist', '--seeds', '0'], 'at least 1'),
+    (['reproduce.py', 'mnist', '--seed', '-3'], 'at least 0'),
+    (['reproduce.py', 'cifar10'], 'invalid choice'),
+    (['mydatagen.py', 'mnist', '--rows', '0'], 'at least 1'),
+    (['mydatasets.py', 'mnist', '--n', '-2'], 'at least 1'),
+    (['mybackgrounds.py', '--scale', '0'], 'at least 1'),
+]
+
+
+@pytest.mark.parametrize('args, says', BAD, ids=[' '.join(a[:1] + a[-2:]) for a, _ in BAD])
+def test_bad_arguments_one_line(args, says, tmp_path):
+    r = subprocess.run([sys.executable, os.path.join(ROOT, args[0])] + args[1:] + ['--output', str(tmp_path / 'o.keras')]
+                       if args[0].startswith('train') else [sys.executable, os.path.join(ROOT, args[0])] + args[1:],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    line = one_line_error(r)
+    assert r.returncode == 2, r.stderr
+    assert re.search(says, line), line
+    assert os.listdir(tmp_path) == []   # nothing written
+
+
+def test_output_checks(tmp_path):
+    for args, says in [(['train1.py', 'mnist', '--output', str(tmp_path / 'nope' / 'm.keras')], 'does not exist'),
+                       (['train1.py', 'mnist', '--output', str(tmp_path / 'm.txt')], r'\.keras or \.h5'),
+                       (['evaluate_seg.py', 'mnist', 'u.keras', '--output', str(tmp_path / 'x' / 'y')], 'does not exist'),
+                       (['mybackgrounds.py', '--size', '8', '--output', str(tmp_path / 'b.png')], 'at least 16')]:
+        r = script(*args, cwd=tmp_path)
+        assert re.search(says, one_line_error(r))
+    assert os.listdir(tmp_path) == []
+
+
+def test_argument_types():
+    assert mycli.rate('3e-4') == 3e-4
+    for bad in ['-1', '0', 'nan', 'inf', '-inf', 'x']:
+        with pytest.raises(argparse.ArgumentTypeError):
+            mycli.rate(bad)
+    assert mycli.weight('0') == 0 and mycli.share('0') == 0 and mycli.share('1') == 1
+    assert mycli.threshold('1') == 1 and mycli.fraction('0.5') == 0.5
+    for f, bad in [(mycli.threshold, '0'), (mycli.fraction, '1'), (mycli.fraction, '0'), (mycli.share, '1.01'),
+                   (mycli.weight, '-1e-9'), (mycli.positive_int, '0'), (mycli.non_negative_int, '-1'),
+                   (mycli.seed, str(2 ** 32)), (mycli.positive_int, '1.0')]:
+        with pytest.raises(argparse.ArgumentTypeError):
+            f(bad)
+    assert not math.isnan(mycli.weight('1e-3'))
+
+
+def test_default_outputs_are_made_named_ones_must_exist(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert mycli.output_file(None, os.path.join('runs', 'a', 'm.keras')) == os.path.join('runs', 'a', 'm.keras')
+    assert (tmp_path / 'runs' / 'a').is_dir()
+    with pytest.raises(mycli.UserError, match='does not exist'):
+        mycli.output_file(os.path.join('other', 'm.keras'), 'x.keras')
+    assert mycli.output_dir(None, os.path.join('deep', 'er', 'seg')) and (tmp_path / 'deep' / 'er').is_dir()
+    assert mycli.output_dir('pics') == 'pics'   # a named folder whose parent exists: made by the caller
+    with pytest.raises(mycli.UserError, match='does not exist'):
+        mycli.output_dir(os.path.join('no', 'such', 'pics'))

@@ -1,13 +1,16 @@
-"""The four networks of the paper, Keras 3, 'same' padding (docs/method.md, "Architectures").
+"""The networks of the paper, Keras 3, 'same' padding (docs/method.md, "Architectures").
 
     classifier(shape, K)  small VGG-style classifier for images < 128 px      Adam 1e-3
     vgg19(shape, K)       ImageNet VGG19 + two Dense 4096 for images >= 128 px  Adam 1e-5
     unet(shape)           mask generator, sigmoid mask of shape (H, W, 1)      Adam 1e-5
     gen(shape, tiles)     background generator, noise -> one tile               Adam 1e-5
+    attention(global, K)  the literature baseline, AG-CNN: a frozen classifier's attention crops
+                          seen by a local branch, fused with its pooled features Adam 1e-3
 
 Every model saves to .keras (and .h5) and loads back with keras.models.load_model(path); the
-only custom layer (VGG19's input preprocessing) is registered, so importing this module is all
-that loading needs. `load(path, expect=...)` is the scripts' loader: it also reads the Keras 2
+custom layers (VGG19's input preprocessing, AG-CNN's attention crop) are registered, so
+importing this module is all that loading needs (the caller starts TensorFlow first:
+mycli.start_tensorflow()). `load(path, expect=...)` is the scripts' loader: it also reads the Keras 2
 .h5 files of the published code and says in one line what is wrong with a file that does not fit.
 """
 import math
@@ -161,6 +164,100 @@ def gen(shape, tiles=2):
 
 def noise_size(gen_model):
     return gen_model.input_shape[-1]
+
+
+# ----------------------------------------------------------------------------------------------
+# The literature baseline the authors compared against: an attention-guided CNN (AG-CNN, Guan et
+# al. 2018), as their train_att.py built it, with its crop computed inside the model
+
+def largest_region_box(mask):
+    """mask (n, h, w) bool -> (n, 4) int32 boxes (r1, c1, r2, c2), r2 and c2 excluded, of each
+    mask's largest 8-connected region (ties: the region whose first cell in raster order comes
+    first, as scikit-image's label/regionprops give them); an empty mask gives the whole grid.
+    Regions are found by letting every cell take the smallest index among its 8 neighbours, h*w
+    times: the grids are tiny (4x4 for 32 px images, 7x7 for VGG19 at 224 px)."""
+    import tensorflow as tf
+    n, h, w = tf.shape(mask)[0], mask.shape[1], mask.shape[2]
+    cells = h * w
+    m = tf.cast(mask, tf.bool)[..., None]
+    label = tf.where(m, tf.reshape(tf.range(cells, dtype=tf.int32), [1, h, w, 1]), cells)
+    for _ in range(cells):
+        label = tf.where(m, tf.minimum(label, -tf.nn.max_pool2d(-label, 3, 1, 'SAME')), cells)
+    flat = tf.reshape(label, [n, cells])
+    sizes = tf.reduce_sum(tf.one_hot(flat, cells, dtype=tf.int32), 1)     # cells of each region
+    inside = tf.reshape(flat == tf.argmax(sizes, 1, output_type=tf.int32)[:, None], [n, h, w])
+    rows, cols = tf.reduce_any(inside, 2), tf.reduce_any(inside, 1)
+    first = lambda a: tf.argmax(tf.cast(a, tf.int32), 1, output_type=tf.int32)
+    end = lambda a: a.shape[1] - first(a[:, ::-1])
+    box = tf.stack([first(rows), first(cols), end(rows), end(cols)], 1)
+    return tf.where(tf.reduce_any(inside, [1, 2])[:, None], box, tf.constant([[0, 0, h, w]], tf.int32))
+
+
+@keras.saving.register_keras_serializable(package='bial')
+class AttentionCrop(layers.Layer):
+    """AG-CNN's attention: from the global branch's last pooled features (n, h, w, c), the
+    heatmap max over channels of |features|, min-max normalised per image; its cells >= tau;
+    the largest 8-connected region; that region's cells as a box of the image (rows
+    H*r1//h : H*r2//h, the same for columns), cropped and resized (bilinear) to size x size so
+    that crops stack into batches. A constant heatmap (nothing stands out) crops the whole image."""
+
+    def __init__(self, tau=0.7, size=32, **kw):
+        super().__init__(**kw)
+        self.tau, self.size = float(tau), int(size)
+
+    def boxes(self, features, H, W):
+        """(n, 4) int32 pixel boxes (r1, c1, r2, c2), r2 and c2 excluded, of the crops of H x W
+        images whose pooled features are `features`."""
+        import tensorflow as tf
+        heat = tf.reduce_max(tf.abs(features), -1)
+        lo, hi = tf.reduce_min(heat, [1, 2], keepdims=True), tf.reduce_max(heat, [1, 2], keepdims=True)
+        flat = hi <= lo
+        box = largest_region_box(tf.where(flat, True, (heat - lo) / tf.where(flat, 1.0, hi - lo) >= self.tau))
+        h, w = features.shape[1:3]
+        return tf.stack([H * box[:, 0] // h, W * box[:, 1] // w, H * box[:, 2] // h, W * box[:, 3] // w], 1)
+
+    def call(self, inputs):
+        import tensorflow as tf
+        image, features = inputs
+        H, W = image.shape[1:3]
+        # crop_and_resize takes the first and last pixel centres of the crop, over H - 1 and W - 1
+        boxes = tf.cast(self.boxes(features, H, W) - [0, 0, 1, 1], tf.float32) / [H - 1, W - 1, H - 1, W - 1]
+        return tf.image.crop_and_resize(image, boxes, tf.range(tf.shape(image)[0]), [self.size, self.size])
+
+    def compute_output_shape(self, shapes):
+        return (shapes[0][0], self.size, self.size, shapes[0][-1])
+
+    def get_config(self):
+        return {**super().get_config(), 'tau': self.tau, 'size': self.size}
+
+
+def attention_features(classifier):
+    """The classifier up to its last pooled features: what its Flatten layer takes (the last
+    max-pooling of the small classifier, VGG19's last block; the published code looked for a
+    top-level max-pooling layer, which VGG19 does not have, and failed there)."""
+    flatten = [l for l in classifier.layers if isinstance(l, layers.Flatten)]
+    if not flatten:
+        raise ModelError(f'{classifier.name} has no Flatten layer: not a classifier of this project')
+    return keras.Model(classifier.inputs, flatten[-1].input, name='global_features')
+
+
+def attention(global_classifier, K, tau=0.7, crop=None):
+    """AG-CNN on a phase-1 classifier (the global branch, frozen): the attention crop of each
+    image (resized to crop x crop, default the image's side) through a local branch of three
+    stride-2 Conv 3x3 (128, 256, 512, ReLU) and global average pooling; concatenated with the
+    global average of the global branch's pooled features; Dense 2048 and Dense 256 (without
+    activation, as published), Dense K logits."""
+    trunk = attention_features(global_classifier)
+    trunk.trainable = False
+    x = inp = keras.Input(global_classifier.input_shape[1:], name='image')
+    features = trunk(x)
+    local = AttentionCrop(tau, crop or x.shape[1], name='attention_crop')([x, features])
+    for filters in (128, 256, 512):
+        local = layers.Conv2D(filters, 3, strides=2, padding='same', activation='relu')(local)
+    local = layers.GlobalAveragePooling2D()(local)
+    fused = layers.Concatenate()([local, layers.GlobalAveragePooling2D()(features)])
+    fused = layers.Dense(256)(layers.Dense(2048)(fused))
+    return keras.Model(inp, layers.Dense(K, name='logits')(fused), name='attention_guided_cnn')
 
 
 # ----------------------------------------------------------------------------------------------

@@ -151,3 +151,65 @@ def test_load_checks(tmp_path):
     (tmp_path / 'bad.keras').write_bytes(b'not a model')
     with pytest.raises(mymodels.ModelError, match='cannot load model'):
         mymodels.load(str(tmp_path / 'bad.keras'))
+
+
+# --- the literature baseline: AG-CNN ------------------------------------------------------------
+
+def test_largest_region_box_agrees_with_scikit_image():
+    from skimage.measure import label, regionprops
+    M = np.random.default_rng(0).random((300, 5, 6)) > 0.55
+    got = mymodels.largest_region_box(M).numpy()
+    for m, box in zip(M, got):
+        regions = regionprops(label(m, connectivity=2))   # 8-connected, in raster order
+        want = max(regions, key=lambda r: r.area).bbox if regions else (0, 0, 5, 6)   # first of the largest
+        assert tuple(box) == tuple(want), (m.astype(int), box, want)
+
+
+def peaked_features(cells, n_channels=8, value=5.0):
+    """(1, 4, 4, C) features of a 32x32 image, high in `cells`, low and uneven elsewhere."""
+    f = np.random.default_rng(1).random((1, 4, 4, n_channels)).astype('float32') * 0.5
+    for r, c in cells:
+        f[0, r, c, 3] = value
+    return f
+
+
+def test_attention_crop_is_the_box_of_the_peaked_region():
+    image = np.random.default_rng(2).random((1, 32, 32, 1)).astype('float32')
+    f = peaked_features([(1, 2), (2, 2), (2, 3)] + [(0, 0)])   # a region of 3 cells, and a lone one
+    layer = mymodels.AttentionCrop(tau=0.7, size=16)
+    np.testing.assert_array_equal(layer.boxes(f, 32, 32).numpy(), [[8, 16, 24, 32]])
+    # the crop resized to its own size is the image's pixels in the box
+    np.testing.assert_allclose(layer([image, f]).numpy(), image[:, 8:24, 16:32], atol=1e-6)
+    # a constant heatmap: the whole image (the published code dropped such images)
+    whole = mymodels.AttentionCrop(tau=0.7, size=32)([image, np.ones((1, 4, 4, 8), 'float32')]).numpy()
+    np.testing.assert_allclose(whole, image, atol=1e-6)
+    # tau: a lower threshold takes in a weaker neighbour cell too (about 0.6 after normalisation)
+    f[0, 3, 2, 3] = 3.2
+    assert mymodels.AttentionCrop(tau=0.7).boxes(f, 32, 32).numpy().tolist() == [[8, 16, 24, 32]]
+    assert mymodels.AttentionCrop(tau=0.5).boxes(f, 32, 32).numpy().tolist() == [[8, 16, 32, 32]]
+
+
+def test_attention_parameters_are_the_published_layers():
+    m = mymodels.attention(mymodels.classifier((32, 32, 1), 10), 10)
+    local = conv(1, 128) + conv(128, 256) + conv(256, 512)          # stride-2 Conv 3x3 128, 256, 512
+    fusion = (512 + 128) * 2048 + 2048 + 2048 * 256 + 256 + 256 * 10 + 10   # Dense 2048, 256, K
+    trunk = conv(1, 32) + conv(32, 64) + conv(64, 128)               # the global branch up to its last pooling
+    trainable = sum(int(np.prod(w.shape)) for w in m.trainable_weights)
+    assert trainable == local + fusion == 3316490
+    assert m.count_params() == local + fusion + trunk
+    assert m.output_shape == (None, 10) and mymodels.kind_of(m) == 'classifier'
+
+
+def test_attention_on_vgg19_and_saved(tmp_path):
+    g = mymodels.vgg19((128, 128, 3), 4, weights=None)
+    m = mymodels.attention(g, 4)   # the published script failed here (VGG19 has no top-level pooling)
+    assert mymodels.attention_features(g).output_shape == (None, 4, 4, 512)
+    x = np.random.default_rng(3).random((2, 128, 128, 3)).astype('float32')
+    assert m.predict(x, verbose=0).shape == (2, 4)
+    small = mymodels.attention(mymodels.classifier((32, 32, 1), 10), 10, tau=0.6, crop=24)
+    x = np.random.default_rng(4).random((3, 32, 32, 1)).astype('float32')
+    for ext in ('.keras', '.h5'):
+        mymodels.save(small, str(tmp_path / f'a{ext}'))
+        back = mymodels.load(str(tmp_path / f'a{ext}'), 'classifier', (32, 32, 1), 10)
+        np.testing.assert_allclose(back.predict(x, verbose=0), small.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+        assert back.get_layer('attention_crop').tau == 0.6 and back.get_layer('attention_crop').size == 24

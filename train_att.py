@@ -1,0 +1,88 @@
+"""The literature baseline: train an attention-guided CNN (AG-CNN, Guan et al. 2018) as the authors did.
+
+    python train_att.py mnist_backgrounds --output mnist-attention.keras                 # global branch too
+    python train_att.py mnist_backgrounds --global-model mnist-phase1.keras --output mnist-attention.keras
+
+The global branch is a classifier trained exactly as phase 1 (or --global-model, a phase-1 file),
+then frozen. Its last pooled features give a heatmap (max over channels of |features|, min-max
+normalised per image); the cells >= --tau, the largest 8-connected region, and that region's box
+of the image is the crop, resized to --crop x --crop (default: half the image side; the published
+code fed each crop at its own size, one image a batch: on MNIST 8 to 32 px a side, about 18 px
+on average, docs/attention.md). A local branch (three stride-2 Conv 3x3 of
+128, 256, 512 filters, global average pooling) sees the crop; its features and the global
+average of the global branch's are fused (Dense 2048, Dense 256, Dense K). Local branch and
+fusion are trained together on augmented images, with phase 1's settings (Adam 1e-3). The crop
+is computed inside the model, so the saved file is a classifier like any other: evaluate.py
+takes it. At the end one CSV line (the command, the accuracy on the training set, then on each
+test set) and the model saved to --output (a global branch trained here: beside it, NAME-global).
+"""
+import os
+
+import mycli
+import mydatasets as md
+
+EPOCHS = 100
+BATCHSIZE = 8
+EVAL_BATCHSIZE = 1024
+TAU = 0.7
+LR = 1e-3
+
+
+def main():
+    p = mycli.ArgumentParser(__doc__, epilog=md.EPILOG)
+    p.add_argument('dataset', type=mycli.checked(md.check_name), help='data set name')
+    p.add_argument('--global-model', metavar='FILE',
+                   help='a phase-1 classifier to use as the global branch (default: train one first, as phase 1)')
+    p.add_argument('--tau', type=mycli.threshold, default=TAU, help=f'heatmap threshold in (0, 1] (default {TAU})')
+    p.add_argument('--crop', type=mycli.positive_int, help='side the attention crops are resized to (default: half '
+                   'the image side, near the mean size of the published code\'s unresized crops)')
+    mycli.schedule_args(p, 'classifier')
+    p.add_argument('--weights', choices=['imagenet', 'none'], default='imagenet',
+                   help='a global branch trained here with VGG19 (images >= 128 px): ImageNet weights or random')
+    p.add_argument('--output', help='model file, .keras or .h5 (default: DATASET-attention.keras)')
+    mycli.training_args(p, EPOCHS, BATCHSIZE, EVAL_BATCHSIZE)
+    args = p.parse_args()
+    output = mycli.output_file(args.output, f'{args.dataset}-attention.keras')
+    stem, ext = os.path.splitext(output)
+    global_output = f'{stem}-global{ext}'
+
+    mycli.start_tensorflow()
+    import mydatagen
+    import mymodels
+    import myrun
+    strategy = myrun.setup(args.seed, args.strategy)
+    data = md.dataset(args.dataset, args.subset, args.test_subset, args.size)
+    mydatagen.check_batch(len(data.train[0]), args.batchsize)
+    myrun.check_replicas(strategy, args.batchsize)
+    steps = len(data.train[0]) // args.batchsize
+    config = {'dataset': args.dataset, 'batchsize': args.batchsize, 'lr': args.lr, 'subset': args.subset,
+              'seed': args.seed, 'lr_schedule': args.lr_schedule, 'size': args.size}
+    if args.lr_schedule != 'constant':
+        config['epochs'] = args.epochs   # the schedule spans the run
+
+    def compiled(model, lr):
+        mymodels.compile_classifier(model, mymodels.adam(lr, args.lr_schedule, args.epochs * steps),
+                                    myrun.steps_per_execution(steps))
+        model.optimizer.build(model.trainable_variables)
+        return model
+
+    # the global branch: given, or trained here exactly as phase 1 (a finished one is kept on --resume)
+    if args.global_model or (args.resume and os.path.exists(global_output)):
+        with strategy.scope():
+            global_model = myrun.load_model(args.global_model or global_output, 'classifier', data)
+    else:
+        with strategy.scope():
+            global_model = mymodels.build_classifier(data.shape, data.classes,
+                                                     None if args.weights == 'none' else 'imagenet')
+            compiled(global_model, args.lr or mymodels.LEARNING_RATE[mymodels.classifier_kind(data.shape)])
+        myrun.train_classifier(global_model, data, global_output, config, args, strategy)
+
+    with strategy.scope():   # the global branch frozen inside; the local branch and fusion learn
+        crop = args.crop or data.shape[0] // 2
+        model = compiled(mymodels.attention(global_model, data.classes, args.tau, crop), args.lr or LR)
+    config.update({'global_model': args.global_model or global_output, 'tau': args.tau, 'crop': args.crop})
+    myrun.train_classifier(model, data, output, config, args, strategy)
+
+
+if __name__ == '__main__':
+    mycli.run_main(main)

@@ -146,6 +146,29 @@ class MaskPictures(keras.callbacks.Callback):
         save_png(os.path.join(self.directory, f'masks-epoch-{epoch + 1:03d}.png'), montage(rows, invert_gray=False))
 
 
+class MaskAgreement(keras.callbacks.Callback):
+    """Phase 2 on a data set with masks of its own (manual segmentations): after each epoch, the
+    intersection over union of the U-Net's binarized masks with them, per set (its first n
+    images), in the epoch's logs as iou_SET: a check of the mask generator, not a training signal."""
+
+    def __init__(self, unet, data, mode, area, n=2000, batch_size=256):
+        super().__init__()
+        self.unet, self.mode, self.area, self.batch_size = unet, mode, area, batch_size
+        sets = dict(data.sets)
+        self.sets = {name: (sets[name][0][:n], M[:n]) for name, M in data.masks.items()}
+
+    def on_epoch_end(self, epoch, logs=None):
+        for name, (X, M) in self.sets.items():
+            inter = union = 0.0
+            for i in range(0, len(X), self.batch_size):
+                x = mydatagen.to_float(tf.constant(X[i:i + self.batch_size]))
+                hard = binarize(self.unet(x, training=False), self.mode, self.area).numpy() > 0.5
+                ref = M[i:i + self.batch_size] > 0
+                inter, union = inter + (hard & ref).sum(), union + (hard | ref).sum()
+            if logs is not None:
+                logs[f'iou_{name}'] = inter / max(union, 1)
+
+
 def _gray_to(M, X):
     """Masks (n, H, W, 1) shown beside images with X's channel count."""
     return np.repeat(M, X.shape[-1], -1) if M.shape[-1] != X.shape[-1] else M
@@ -302,7 +325,13 @@ class BackgroundTrainer(keras.Model):
         r = tf.random.stateless_uniform(tf.shape(k), tf.stack([seen, tf.constant(11, tf.int64)]))
         slot = tf.where(k < N, k, tf.cast(tf.floor(r * tf.cast(k + 1, tf.float32)), tf.int64))
         keep = tf.where(slot < N)[:, 0]
-        self.pool.value.scatter_nd_update(tf.gather(slot, keep)[:, None], tf.gather(B, keep))
+        where, what = tf.gather(slot, keep)[:, None], tf.gather(B, keep)
+        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            # a mirrored variable takes only whole assignments in a replica: the first replica's
+            # is everyone's, so the pool holds the backgrounds the first replica painted
+            self.pool.assign(tf.tensor_scatter_nd_update(self.pool.value, where, what))
+        else:   # in place: the pool is not copied at every step
+            self.pool.value.scatter_nd_update(where, what)
         self.seen.assign_add(tf.cast(tf.shape(B)[0], tf.int64))
 
     def train_step(self, data):
@@ -373,18 +402,18 @@ class BackgroundTrainer(keras.Model):
 
 class CompositePictures(keras.callbacks.Callback):
     """Phase 3 --imsave: per epoch and test set one PNG, DIR/epoch-NNN-SET.png, rows: the
-    images, their soft masks, binarized masks, and the composites the classifier is trained on."""
+    images, their soft masks, binarized masks, and the composites the classifier is trained on.
+    sets: (name, images, their given masks or None)."""
 
-    def __init__(self, trainer, sets, directory, n=12):
+    def __init__(self, trainer, sets, directory):
         super().__init__()
-        self.trainer, self.sets, self.directory, self.n = trainer, sets, directory, n
+        self.trainer, self.sets, self.directory = trainer, sets, directory
 
     def on_epoch_end(self, epoch, logs=None):
         t = self.trainer
         os.makedirs(self.directory, exist_ok=True)
-        for name, X in self.sets:
-            X = X[:self.n]
-            hard, soft = t.masks(X)
+        for name, X, given in self.sets:
+            hard, soft = t.masks(X, None if given is None else tf.cast(given, tf.float32))
             if t.back == 'adv':
                 B = t.adversarial_backgrounds(len(X), training=False)   # pictures only: drawn here
             elif t.back == 'noise':

@@ -12,6 +12,7 @@ import os
 
 import mycli
 import mydatasets as md
+import myfolders
 
 EPOCHS = 100
 BATCHSIZE = 8
@@ -27,9 +28,12 @@ def main():
     p = mycli.ArgumentParser(__doc__, epilog=md.EPILOG)
     p.add_argument('dataset', type=mycli.checked(md.check_name), help='data set name')
     p.add_argument('model', help='phase-1 classifier (.keras, or .h5 of this project or of the published code)')
-    p.add_argument('unet_model', help='phase-2 mask generator file, or "heuristic" (mask = X > 0)')
+    p.add_argument('unet_model', help='phase-2 mask generator file, "heuristic" (mask = X > 0), or "masks" (the '
+                   'masks that come with a folder data set, DIR/masks/)')
     p.add_argument('binarize_mask', choices=mycli.BINARIZE, help='per-image binarization of the mask')
     p.add_argument('back', choices=mycli.BACKS, help='backgrounds pasted behind the object')
+    p.add_argument('--backgrounds', metavar='DIR', help='back=real: a folder of photographs, cropped at random to '
+                   'the image size (default for prates: its bg/ photos)')
     p.add_argument('--tiles', type=mycli.positive_int, default=TILES, help='adv backgrounds: tiles x tiles generator draws')
     p.add_argument('--area', type=mycli.fraction, default=AREA, help='foreground share for binarize_mask=quantile')
     mycli.schedule_args(p, 'classifier (and, with --lr-schedule, generator)')
@@ -56,6 +60,8 @@ def main():
         mycli.output_dir(args.imsave, what='picture folder')
     if args.replay and args.back != 'adv':
         raise mycli.UserError('--replay replays backgrounds the generator painted: it needs back=adv')
+    if args.back == 'real' and not args.backgrounds and not args.dataset.startswith('prates'):
+        raise mycli.UserError('back=real crops backgrounds from photographs: give --backgrounds DIR')
     if args.clean_share + args.replay > 1:
         raise mycli.UserError(f'--clean-share ({args.clean_share:g}) and --replay ({args.replay:g}) are shares of '
                               'the same batch: together at most 1')
@@ -66,7 +72,8 @@ def main():
     import myrun
     import mytrainers
     strategy = myrun.setup(args.seed, args.strategy)
-    data = md.dataset(args.dataset, args.subset, args.test_subset)
+    manual = args.unet_model == 'masks'   # the data set's own masks, augmented with their images
+    data = md.dataset(args.dataset, args.subset, args.test_subset, args.size, masks=manual)
     Xtr, Ytr = data.train
     mydatagen.check_batch(len(Xtr), args.batchsize)
     myrun.check_replicas(strategy, args.batchsize)
@@ -75,8 +82,9 @@ def main():
 
     with strategy.scope():   # models, optimisers and the training step live on every replica
         gen = mymodels.gen(data.shape, args.tiles) if args.back == 'adv' else None
-        classifier = mymodels.load(args.model, 'classifier', data.shape, data.classes)
-        masks = args.unet_model if args.unet_model == 'heuristic' else mymodels.load(args.unet_model, 'unet', data.shape)
+        classifier = myrun.load_model(args.model, 'classifier', data)
+        masks = 'manual' if manual else args.unet_model if args.unet_model == 'heuristic' else \
+            mymodels.load(args.unet_model, 'unet', data.shape)
         trainer = mytrainers.BackgroundTrainer(classifier, masks, args.binarize_mask, args.back, gen, args.tiles,
                                                args.area, seed=args.seed, clean_share=args.clean_share,
                                                average=args.average, replay=args.replay, history=args.history)
@@ -84,12 +92,13 @@ def main():
         trainer.compile(optimizer=mymodels.adam(lr, args.lr_schedule, total),
                         gen_optimizer=mymodels.adam(args.gen_lr, args.lr_schedule, total) if gen else None,
                         steps_per_execution=myrun.steps_per_execution(steps))
-        trainer.build_all(Xtr[:1])
+        trainer.build_all(md.to_float(Xtr[:1]))
     config = {'dataset': args.dataset, 'model': args.model, 'unet_model': args.unet_model,
               'binarize_mask': args.binarize_mask, 'back': args.back, 'tiles': args.tiles, 'area': args.area,
               'batchsize': args.batchsize, 'lr': args.lr, 'subset': args.subset, 'seed': args.seed,
               'lr_schedule': args.lr_schedule, 'gen_lr': args.gen_lr,
-              'clean_share': args.clean_share, 'average': args.average, 'replay': args.replay, 'history': args.history}
+              'clean_share': args.clean_share, 'average': args.average, 'replay': args.replay, 'history': args.history,
+              'size': args.size, 'backgrounds': args.backgrounds}
     if args.lr_schedule != 'constant':
         config['epochs'] = args.epochs   # the schedule spans the run
     run = myrun.Run(output, config, args.resume, myrun.is_chief(strategy))
@@ -100,19 +109,24 @@ def main():
     report = myrun.EpochReport(evaluator, classifier, weights=trainer.averaged)
     pictures = []
     if args.imsave and run.chief:
-        pictures.append(mytrainers.CompositePictures(trainer, [(n, X) for n, (X, _) in data.tests],
-                                                     args.imsave, IMSAVE_IMAGES))
+        shown = [(n, md.to_float(X[:IMSAVE_IMAGES]), data.masks[n][:IMSAVE_IMAGES] if manual else None)
+                 for n, (X, _) in data.tests if not manual or n in data.masks]
+        pictures.append(mytrainers.CompositePictures(trainer, shown, args.imsave))
 
     def pipeline(part):   # the batches, or the rows `part` of each (one worker's, under a strategy)
-        ds = mydatagen.batches(Xtr, Ytr, args.batchsize, seed=args.seed, start_epoch=start, part=part)
+        ds = mydatagen.batches(Xtr, Ytr, args.batchsize, seed=args.seed, start_epoch=start, part=part,
+                               masks=data.masks['train'] if manual else None)
         if args.back == 'real':
-            ds = mydatagen.with_backgrounds(ds, md.prates_backgen(seed=args.seed, size=data.shape[0]), args.batchsize, part)
+            crops = myfolders.photos(args.backgrounds, data.shape[0], data.shape[-1], args.seed) if args.backgrounds \
+                else md.prates_backgen(seed=args.seed, size=data.shape[0])
+            ds = mydatagen.with_backgrounds(ds, crops, args.batchsize, part)
         return trainer.with_noise(ds, seed=args.seed, start_step=start * steps, part=part)
 
     run.fit(trainer, mydatagen.distribute(strategy, args.batchsize, pipeline), steps, args.epochs, report, *pictures)
 
     trainer.adopt_average()
-    run.finish(report.last or evaluator(classifier), {output: classifier, **({back_output: gen} if gen else {})})
+    run.finish(report.last or evaluator(classifier), {output: classifier, **({back_output: gen} if gen else {})},
+               data.class_names)
 
 
 if __name__ == '__main__':

@@ -13,7 +13,7 @@ import pytest
 import mycli
 from helpers import ROOT, one_line_error, script
 
-SCRIPTS = ['train1.py', 'train2.py', 'train3.py', 'evaluate.py', 'evaluate_seg.py', 'reproduce.py', 'benchmark.py',
+SCRIPTS = ['train1.py', 'train2.py', 'train3.py', 'train_att.py', 'evaluate.py', 'evaluate_seg.py', 'reproduce.py', 'benchmark.py',
            'mydatasets.py', 'mybackgrounds.py', 'mydatagen.py']
 
 
@@ -63,6 +63,11 @@ BAD = [  # (arguments, what the one line must say)
     (P3 + ['--clean-share', '1.5'], 'between 0 and 1'),
     (P3 + ['--clean-share', '-0.1'], 'between 0 and 1'),
     (P3 + ['--average', '-1'], 'at least 0'),
+    (P3 + ['--replay', '2'], 'between 0 and 1'),
+    (P3 + ['--history', '0'], 'at least 1'),
+    (['train_att.py', 'mnist', '--tau', '0'], 'between 0 and 1'),
+    (['train_att.py', 'mnist', '--tau', '1.5'], 'between 0 and 1'),
+    (['train_att.py', 'mnist', '--crop', '0'], 'at least 1'),
     (P3 + ['--area', '1'], 'between 0 and 1'),
     (['train3.py', 'mnist', 'p1.keras', 'heuristic', 'otsu', 'sky'], 'invalid choice'),
     (['evaluate.py', 'mnist', 'm.keras', '--batchsize', '0'], 'at least 1'),
@@ -91,7 +96,10 @@ def test_output_checks(tmp_path):
     for args, says in [(['train1.py', 'mnist', '--output', str(tmp_path / 'nope' / 'm.keras')], 'does not exist'),
                        (['train1.py', 'mnist', '--output', str(tmp_path / 'm.txt')], r'\.keras or \.h5'),
                        (['evaluate_seg.py', 'mnist', 'u.keras', '--output', str(tmp_path / 'x' / 'y')], 'does not exist'),
-                       (['mybackgrounds.py', '--size', '8', '--output', str(tmp_path / 'b.png')], 'at least 16')]:
+                       (['mybackgrounds.py', '--size', '8', '--output', str(tmp_path / 'b.png')], 'at least 16'),
+                       (P3[:-1] + ['black', '--replay', '0.5', '--output', str(tmp_path / 'm.keras')], 'needs back=adv'),
+                       (P3 + ['--replay', '0.6', '--clean-share', '0.5', '--output', str(tmp_path / 'm.keras')],
+                        'together at most 1')]:
         r = script(*args, cwd=tmp_path)
         assert re.search(says, one_line_error(r))
     assert os.listdir(tmp_path) == []

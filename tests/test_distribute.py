@@ -49,7 +49,8 @@ def mirrored_chain(real_data, tmp_path_factory):
     runs['p2'] = script('train2.py', 'mnist_backgrounds', d / 'p1.keras', 'otsu', '--strategy', 'mirrored', '--epochs', 1,
                         '--output', d / 'p2.keras', *SMALL, env=e)
     runs['p3'] = script('train3.py', 'mnist_backgrounds', d / 'p1.keras', d / 'p2.keras', 'otsu', 'adv', '--strategy',
-                        'mirrored', '--epochs', 1, '--output', d / 'p3.keras', *SMALL, env=e)
+                        'mirrored', '--epochs', 1, '--output', d / 'p3.keras', '--replay', 0.25, '--history', 32, *SMALL,
+                        env=e)
     return d, runs
 
 
@@ -139,4 +140,4 @@ def test_reproduce_multiworker(real_data, tmp_path):
     table = (out / 'table.md').read_text()
     assert table.count('| Proposal (') == 4 and table.count('| Traditional |') == 2   # both tables
     assert all((out / f).exists() for f in ['phase1.keras', 'phase2.keras', 'phase3-heuristic.keras',
-                                             'phase3-unet.keras', 'figure.png', 'table.csv'])
+                                             'phase3-unet.keras', 'attention.keras', 'figure.png', 'table.csv'])

@@ -24,20 +24,21 @@ SMALL = ['--subset', 64, '--test-subset', 64, '--batchsize', 32, '--seed', 1]
 
 def phase_lines(chain):
     """The CSV line each phase printed, by phase, from reproduce.py's output."""
-    return {l.split(':', 1)[0]: l.split(': ', 1)[1] for l in chain['stdout'].splitlines() if l.startswith('phase ')}
+    return {l.split(': ', 1)[0]: l.split(': ', 1)[1] for l in chain['stdout'].splitlines() if '.py-' in l}
 
 
 @pytest.mark.slow
 def test_phase_models_and_logs(smoke_chain):
     d, lines = smoke_chain['dir'], phase_lines(smoke_chain)
-    assert list(lines) == ['phase 1', 'phase 3 (heuristic mask)', 'phase 2', 'phase 3 (U-Net mask)']   # one line a phase
+    assert list(lines) == ['phase 1', 'phase 3 (heuristic mask)', 'phase 2', 'phase 3 (U-Net mask)',
+                           'attention-guided CNN']   # one line a phase
     assert lines['phase 1'].startswith('train1.py-mnist_backgrounds')
     acc = csv_numbers(lines['phase 1'])
     assert len(acc) == 8 and all(0 <= a <= 1 for a in acc)
     assert acc[1] > 0.15   # one epoch on 512 digits: above chance on clean digits
     assert csv_numbers(lines['phase 2'])[1:] == acc[1:]   # the classifier is frozen (its test accuracies)
     for name, kind in [('phase1', 'classifier'), ('phase2', 'unet'), ('phase3-heuristic', 'classifier'),
-                       ('phase3-unet', 'classifier'), ('phase3-unet-back', 'gen')]:
+                       ('phase3-unet', 'classifier'), ('phase3-unet-back', 'gen'), ('attention', 'classifier')]:
         assert mymodels.kind_of(mymodels.load(str(d / f'{name}.keras'))) == kind
         if not name.endswith('back'):
             rows = (d / f'{name}-log.csv').read_text().splitlines()
@@ -48,7 +49,8 @@ def test_phase_models_and_logs(smoke_chain):
 @pytest.mark.slow
 def test_evaluate_gives_what_phase3_reported(smoke_chain):
     d, lines = smoke_chain['dir'], phase_lines(smoke_chain)
-    for name, phase in [('phase3-heuristic', 'phase 3 (heuristic mask)'), ('phase3-unet', 'phase 3 (U-Net mask)')]:
+    for name, phase in [('phase3-heuristic', 'phase 3 (heuristic mask)'), ('phase3-unet', 'phase 3 (U-Net mask)'),
+                        ('attention', 'attention-guided CNN')]:
         r = script('evaluate.py', 'mnist_backgrounds', d / f'{name}.keras', '--subset', 512, '--test-subset', 200)
         assert r.returncode == 0, r.stderr
         # evaluate prints the accuracies alone, the same numbers phase 3 reported
@@ -61,6 +63,26 @@ def test_evaluate_gives_what_phase3_reported(smoke_chain):
                                  'salt_pepper'] + [f'{b}_nohalo' for b in ['stripes', 'checkerboard', 'border',
                                                                            'circumferences', 'clock', 'salt_pepper']]
     assert len(values.split(',')) == 14
+
+
+@pytest.mark.slow
+def test_attention_baseline_end_to_end(smoke_chain, tmp_path):
+    """train_att.py: the global branch trained first (as phase 1: the same numbers as train1.py),
+    or taken from a phase-1 file; the saved model is a classifier that evaluate.py takes."""
+    small = ['--epochs', 1, '--subset', 512, '--test-subset', 200, '--batchsize', 32, '--seed', 0]
+    r = script('train_att.py', 'mnist_backgrounds', *small, '--output', tmp_path / 'att.keras')
+    assert r.returncode == 0, r.stderr[-2000:]
+    first, second = [l for l in r.stdout.splitlines() if l.startswith('train_att.py')]
+    assert csv_numbers(first) == csv_numbers(phase_lines(smoke_chain)['phase 1'])   # exactly phase 1
+    assert (tmp_path / 'att-global.keras').exists() and (tmp_path / 'att.keras').exists()
+    ev = script('evaluate.py', 'mnist_backgrounds', tmp_path / 'att.keras', '--subset', 512, '--test-subset', 200)
+    assert [float(v) for v in ev.stdout.split(',')] == csv_numbers(second)
+    r = script('train_att.py', 'mnist_backgrounds', '--global-model', smoke_chain['dir'] / 'phase1.keras', '--tau', 0.5,
+               '--crop', 8, *small[:-2], '--output', tmp_path / 'att2.h5')
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = mymodels.load(str(tmp_path / 'att2.h5'), 'classifier', (32, 32, 1), 10)
+    assert m.get_layer('attention_crop').tau == 0.5 and m.get_layer('attention_crop').size == 8
+    assert not (tmp_path / 'att2-global.h5').exists()
 
 
 @pytest.mark.slow
@@ -343,10 +365,12 @@ def test_weight_average(mnist_small):
 
 @pytest.mark.slow
 def test_phase3_average_resumes_and_saves_the_average(smoke_chain, tmp_path):
-    """--clean-share and --average through train3.py: the averaged weights are what is evaluated
-    and saved, and they survive an interruption (a resumed run ends where the whole one does)."""
-    common = ['mnist_backgrounds', smoke_chain['dir'] / 'phase1.keras', 'heuristic', 'otsu', 'adv', '--clean-share', 0.5,
-              '--average', 5, '--subset', 256, '--test-subset', 64, '--batchsize', 32, '--seed', 2]
+    """--clean-share, --replay and --average through train3.py: the averaged weights are what is
+    evaluated and saved, and they and the pool of past backgrounds survive an interruption (a
+    resumed run ends where the whole one does)."""
+    common = ['mnist_backgrounds', smoke_chain['dir'] / 'phase1.keras', 'heuristic', 'otsu', 'adv', '--clean-share', 0.25,
+              '--replay', 0.25, '--history', 64, '--average', 5, '--subset', 256, '--test-subset', 64, '--batchsize', 32,
+              '--seed', 2]
     whole = script('train3.py', *common, '--epochs', 2, '--output', tmp_path / 'whole.keras')
     assert whole.returncode == 0, whole.stderr
     env = dict(os.environ, BIAL_FAULT='checkpoint-renamed@1')
@@ -402,3 +426,66 @@ def test_phase3_step_gradients(mnist_small, white, clean):
                 np.testing.assert_array_equal(w0, w.numpy())
             else:
                 np.testing.assert_allclose(w0 - w.numpy(), g.numpy(), rtol=1e-3, atol=1e-6)
+
+
+def test_replay_pool_is_a_uniform_sample_of_everything_painted():
+    """Reservoir sampling: the first N backgrounds fill the pool in order; after that the pool
+    stays a uniform sample of all painted so far (a ring buffer would hold only the last N)."""
+    clf, gen = mymodels.classifier((32, 32, 1), 10), mymodels.gen((32, 32, 1), 2)
+    t = mytrainers.BackgroundTrainer(clf, 'heuristic', 'otsu', 'adv', gen, replay=0.25, history=50)
+    ids = lambda: np.round(t.pool.numpy()[:, 0, 0, 0]).astype(int)
+    for k in range(0, 1000, 4):   # 4 backgrounds a step, background k filled with the number k
+        t._remember(tf.constant(np.arange(k, k + 4, dtype=np.float32)[:, None, None, None] * np.ones((1, 32, 32, 1), np.float32)))
+        if k == 44:   # 48 painted: in order, in the first 48 slots
+            assert ids()[:48].tolist() == list(range(48))
+    assert int(t.seen.numpy()) == 1000
+    held = ids()
+    assert len(set(held.tolist())) == 50                      # no background twice
+    assert 15 <= (held < 500).sum() <= 35                     # early and late ones alike
+    assert (held < 200).sum() >= 3 and (held >= 800).sum() >= 3
+
+
+def test_replay_step(mnist_small):
+    """replay: of the images that get a background, those drawn to replay get one from the pool
+    (here every slot holds the same picture P), the others a fresh one; the classifier learns on
+    all, the generator only through the fresh ones, and only they are remembered."""
+    X, Y = mnist_small
+    X, Y = tf.constant(X[:16]), tf.constant(Y[:16])
+    clf, gen = mymodels.classifier((32, 32, 1), 10), mymodels.gen((32, 32, 1), 2)
+    t = mytrainers.BackgroundTrainer(clf, 'heuristic', 'otsu', 'adv', gen, 2, seed=0, clean_share=0.25, replay=0.5,
+                                     history=8)
+    t.compile(optimizer=keras.optimizers.SGD(1.0), gen_optimizer=keras.optimizers.SGD(1.0))
+    P = np.random.default_rng(5).random((32, 32, 1)).astype(np.float32)
+    t.pool.assign(np.repeat(P[None], 8, 0))
+    t.seen.assign(8)
+    u = tf.constant(np.linspace(0.01, 0.99, 16), tf.float32)
+    own, replayed, fresh = (u < 0.25).numpy(), ((u >= 0.25) & (u < 0.75)).numpy(), (u >= 0.75).numpy()
+    assert own.sum() and replayed.sum() and fresh.sum()
+    z = tf.random.normal([16, 4, mymodels.noise_size(gen)], seed=4)
+    start = {m.name: [w.numpy().copy() for w in m.trainable_variables] for m in (clf, gen)}
+    M, _ = t.masks(X)
+    with tf.GradientTape(persistent=True) as tape:
+        B = t.adversarial_backgrounds(training=True, z=z)
+        Z = tf.where(own[:, None, None, None], X,
+                     tf.where(replayed[:, None, None, None], t.composite(X, M, P[None]), t.composite(X, M, B)))
+        ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(Y, clf(Z, training=True))
+        adv = -ce + tf.nn.relu(tf.reduce_mean(tf.boolean_mask(B, fresh)) - 0.5)
+    expected = {clf.name: tape.gradient(ce, clf.trainable_variables), gen.name: tape.gradient(adv, gen.trainable_variables)}
+    t.train_step((X, z, u, Y))
+    for m in (clf, gen):
+        for w0, w, g in zip(start[m.name], m.trainable_variables, expected[m.name]):
+            np.testing.assert_allclose(w0 - w.numpy(), g.numpy(), rtol=1e-3, atol=1e-6)
+    assert int(t.seen.numpy()) == 8 + fresh.sum()              # only the fresh ones are remembered
+
+
+def test_replay_waits_for_a_first_background(mnist_small):
+    """At the very first step the pool is empty: every image that gets a background gets a fresh one."""
+    X, Y = mnist_small
+    t = mytrainers.BackgroundTrainer(mymodels.classifier((32, 32, 1), 10), 'heuristic', 'otsu', 'adv',
+                                     mymodels.gen((32, 32, 1), 2), replay=0.9, history=16)
+    t.compile(optimizer=keras.optimizers.SGD(0.0), gen_optimizer=keras.optimizers.SGD(0.0))
+    z = tf.random.normal([16, 4, mymodels.noise_size(t.gen)])
+    t.train_step((tf.constant(X[:16]), z, tf.constant(np.full(16, 0.5, np.float32)), tf.constant(Y[:16])))
+    assert int(t.seen.numpy()) == 16
+    t.train_step((tf.constant(X[:16]), z, tf.constant(np.full(16, 0.5, np.float32)), tf.constant(Y[:16])))
+    assert int(t.seen.numpy()) == 16   # now every one of them is replayed

@@ -20,10 +20,11 @@ def main():
     p.add_argument('--output', help='folder for the PNGs (made if missing; default: seg)')
     p.add_argument('--batchsize', type=mycli.positive_int, default=BATCHSIZE, help='prediction batch size')
     p.add_argument('--subset', type=mycli.positive_int, help='only the first N training images')
+    mycli.size_arg(p)
     args = p.parse_args()
     output = mycli.output_dir(args.output, 'seg')
 
-    data = md.dataset(args.dataset, args.subset)
+    data = md.dataset(args.dataset, args.subset, size=args.size)
     mycli.start_tensorflow()
     from tqdm import tqdm
     import mymodels
@@ -34,7 +35,7 @@ def main():
     os.makedirs(output, exist_ok=True)
     X = data.train[0]
     for start in tqdm(range(0, len(X), args.batchsize), desc='masks', unit='batch', disable=None):
-        M = unet.predict(X[start:start + args.batchsize], verbose=0) >= 0.5
+        M = unet.predict(md.to_float(X[start:start + args.batchsize]), verbose=0) >= 0.5
         for i, m in enumerate(M, start):
             save_png(os.path.join(output, f'seg-{i}.png'), m.astype('float32'))
     print(f'wrote {len(X)} masks to {output}', file=sys.stderr)

@@ -139,9 +139,16 @@ def training_args(p, epochs, batchsize, eval_batchsize):
     p.add_argument('--resume', action='store_true', help='continue an interrupted run from its last checkpoint')
     p.add_argument('--subset', type=positive_int, help='use only the first N training images')
     p.add_argument('--test-subset', type=positive_int, help='use only the first N images of each test set')
+    size_arg(p)
     p.add_argument('--strategy', choices=STRATEGIES, default='default',
                    help='default: one device; mirrored: all local GPUs; multiworker: the machines in TF_CONFIG '
                    '(the batch size is the global one, split across replicas)')
+
+
+def size_arg(p):
+    """--size, for a folder data set (myfolders.py)."""
+    p.add_argument('--size', type=positive_int, metavar='S',
+                   help='a folder data set: resize its images to S x S (needed when they differ in size)')
 
 
 def schedule_args(p, what):

@@ -96,6 +96,30 @@ def augment(images, seed, masks=None, aug=None, rows=None):
     return x if masks is None else (x, out[..., images.shape[-1]:])
 
 
+IN_GRAPH = 1 << 30   # arrays up to this many bytes are copied into the graph; larger ones are gathered from numpy
+
+
+def rows_of(a):
+    """A function of a batch's indices giving those rows of the array `a` as a tensor: from a
+    copy of `a` in the graph, or, for an array over IN_GRAPH bytes (a folder of photographs),
+    from `a` itself, so that the images are not held twice in memory."""
+    if a.nbytes <= IN_GRAPH:
+        t = tf.constant(a)
+        return lambda i: tf.gather(t, i)
+
+    def gather(i):
+        out = tf.numpy_function(lambda j: a[j], [i], tf.as_dtype(a.dtype), stateful=False)
+        out.set_shape([None] + list(a.shape[1:]))
+        return out
+    return gather
+
+
+def to_float(images):
+    """Images as float32 in [0, 1]: uint8 ones (folder data sets, kept small in memory) are
+    converted here, a batch at a time."""
+    return tf.cast(images, tf.float32) / 255 if images.dtype == tf.uint8 else images
+
+
 def batches(X, Y=None, batch_size=8, seed=0, augment_data=True, masks=None, aug=None, start_epoch=0, part=None):
     """An endless tf.data pipeline of (images, labels) batches (or (images, masks, labels) with
     `masks`): reshuffled every epoch, floor(N / batch_size) full batches an epoch, augmented in
@@ -106,8 +130,7 @@ def batches(X, Y=None, batch_size=8, seed=0, augment_data=True, masks=None, aug=
     exactly as they are in the whole batch (see distribute())."""
     N = len(X)
     check_batch(N, batch_size)
-    Xc = tf.constant(X)
-    tensors = [Xc] + ([tf.constant(masks)] if masks is not None else []) + ([tf.constant(Y)] if Y is not None else [])
+    arrays = [rows_of(a) for a in [X] + ([masks] if masks is not None else []) + ([Y] if Y is not None else [])]
     steps = N // batch_size
 
     def epoch(e):
@@ -122,7 +145,10 @@ def batches(X, Y=None, batch_size=8, seed=0, augment_data=True, masks=None, aug=
     rows = None if part is None else (part[0], batch_size)
 
     def make(i, s):
-        got = [tf.gather(t, i if part is None else i[part[0]:part[1]]) for t in tensors]
+        got = [rows(i if part is None else i[part[0]:part[1]]) for rows in arrays]
+        got[0] = to_float(got[0])
+        if masks is not None:   # 0/1, whatever their type
+            got[1] = tf.cast(got[1], tf.float32)
         if augment_data:
             if masks is not None:
                 got[0], got[1] = augment(got[0], s, got[1], aug, rows)
@@ -198,6 +224,7 @@ def check_batch(N, batch_size):
 
 
 def main():
+    import os
     import sys
     import time
     import mydatasets
@@ -210,10 +237,11 @@ def main():
     p.add_argument('--seed', type=mycli.seed, default=mycli.SEED, help=mycli.SEED_HELP)
     p.add_argument('--benchmark', action='store_true',
                    help='also print augmentation throughput (images/s) for batches of 8 and 128')
+    mycli.size_arg(p)
     args = p.parse_args()
-    out = mycli.output_file(args.output, f'augmented-{args.dataset}.png', ('.png',))
-    (X, Y), _ = mydatasets.load(args.dataset)
-    X0 = X[:args.n]
+    out = mycli.output_file(args.output, f'augmented-{os.path.basename(os.path.abspath(args.dataset))}.png', ('.png',))
+    X, Y = mydatasets.dataset(args.dataset, size=args.size).train
+    X0 = mydatasets.to_float(X[:args.n])
     rows = [list(X0)] + [list(augment(X0, [args.seed, r]).numpy()) for r in range(args.rows)]
     save_png(out, montage(rows))
     print(f'wrote {out}')

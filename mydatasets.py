@@ -13,6 +13,7 @@ pasted without the dark halo (mnist_nohalo, fashionmnist_nohalo).
 """
 import gzip
 import io
+import os
 import pickle
 import time
 
@@ -20,6 +21,7 @@ import numpy as np
 
 import mybackgrounds
 import mycli
+import myfolders
 from mydownload import DataError, Raw, Source, derived, fetch
 
 def _read_bytes(path):
@@ -494,12 +496,16 @@ DATASETS = {  # name: (loader, names of its test sets)
     'mnist_validation': (mnist_validation, _VAL), 'fashionmnist_validation': (fashionmnist_validation, _VAL),
 }
 NAMES = sorted(DATASETS)
-EPILOG = f'Data sets: {", ".join(NAMES)}.'
+EPILOG = (f'Data sets: {", ".join(NAMES)}; or a folder of your own images: DIR/train/<class>/*.png, '
+          'DIR/test/<class>/... (and DIR/test-<name>/<class>/..., DIR/masks/<split>/<class>/*.png).')
 
 
 def check_name(name):
-    if name not in DATASETS:
-        raise DataError(f'unknown data set {name!r}; valid names: {", ".join(NAMES)}')
+    """A data set's name, or a folder holding a data set of one's own (myfolders.py)."""
+    if name not in DATASETS and not myfolders.is_folder(name):
+        hint = f'; {name} has no train/ folder' if os.path.isdir(name) else ''
+        raise DataError(f'unknown data set {name!r}{hint}; valid names: {", ".join(NAMES)}, or a folder '
+                        'DIR with DIR/train/<class>/ and DIR/test/<class>/')
     return name
 
 
@@ -510,17 +516,25 @@ def load(name):
 
 class Data:
     """A data set as the scripts use it: its training set (X, Y), its named test sets
-    [(name, (X, Y)), ...], and its number of classes."""
+    [(name, (X, Y)), ...], its number of classes, their names (folder data sets; else None),
+    and, where the data set has them, the masks of its sets ({set name: M}). Images are float32
+    in [0, 1], or (folder data sets) uint8, converted per batch (to_float)."""
 
-    def __init__(self, name, train, tests):
-        self.name, self.train, self.tests = name, train, tests
+    def __init__(self, name, train, tests, class_names=None, masks=None):
+        self.name, self.train, self.tests, self.class_names, self.masks = name, train, tests, class_names, masks
         self.shape = train[0].shape[1:]
-        self.classes = int(max([train[1].max()] + [Y.max() for _, (_, Y) in tests if len(Y)])) + 1
+        self.classes = len(class_names) if class_names else \
+            int(max([train[1].max()] + [Y.max() for _, (_, Y) in tests if len(Y)])) + 1
 
     @property
     def sets(self):
         """The training set and every test set, named: what each epoch's report evaluates."""
         return [('train', self.train)] + self.tests
+
+
+def to_float(X):
+    """Images as float32 in [0, 1] (uint8 images of a folder data set are divided by 255)."""
+    return X.astype(np.float32) / 255 if X.dtype == np.uint8 else X
 
 
 def with_nohalo(data):
@@ -535,12 +549,24 @@ def with_nohalo(data):
                                                       zip(mybackgrounds.BACKGROUNDS, extra)])
 
 
-def dataset(name, n_train=None, n_test=None):
-    """The data set `name` as a Data, optionally only its first n_train training images and
-    the first n_test of each test set (quick trials)."""
+def dataset(name, n_train=None, n_test=None, size=None, masks=False):
+    """The data set `name` (or a folder, myfolders.py: its images resized to size x size if
+    given, and its masks if asked for) as a Data, optionally only its first n_train training
+    images and the first n_test of each test set (quick trials)."""
+    cut = lambda a, n: a[:n] if n and a is not None else a
+    if name not in DATASETS and myfolders.is_folder(name):
+        classes, splits = myfolders.load(name, size, masks)
+        (Xtr, Ytr, Mtr), tests = splits['train'], [(s.replace('test-', '', 1), v) for s, v in splits.items() if s != 'train']
+        return Data(name, (cut(Xtr, n_train), cut(Ytr, n_train)),
+                    [(s, (cut(X, n_test), cut(Y, n_test))) for s, (X, Y, _) in tests], classes,
+                    {'train': cut(Mtr, n_train), **{s: cut(M, n_test) for s, (_, _, M) in tests}} if masks else None)
+    if size is not None:
+        raise DataError(f'--size resizes the images of a folder data set; {name} has its own size')
+    if masks:
+        raise DataError(f'{name} has no masks of its own (a folder data set with DIR/masks/ has)')
     (Xtr, Ytr), ts = load(name)
-    cut = lambda X, Y, n: (X[:n], Y[:n]) if n else (X, Y)
-    return Data(name, cut(Xtr, Ytr, n_train), [(n, cut(X, Y, n_test)) for n, (X, Y) in zip(DATASETS[name][1], ts)])
+    return Data(name, (cut(Xtr, n_train), cut(Ytr, n_train)),
+                [(n, (cut(X, n_test), cut(Y, n_test))) for n, (X, Y) in zip(DATASETS[name][1], ts)])
 
 
 def main():
@@ -550,20 +576,33 @@ def main():
     p.add_argument('dataset', type=mycli.checked(check_name), help='data set name (see below)')
     p.add_argument('--output', help='montage PNG to write (default: dataset-NAME.png)')
     p.add_argument('--n', type=mycli.positive_int, default=10, help='images per set in the montage')
+    mycli.size_arg(p)
+    p.add_argument('--export', metavar='DIR', help='write the data set as a folder data set DIR (DIR/train/<class>/, '
+                   'DIR/test/<class>/, DIR/test-<name>/<class>/) instead of a montage')
+    p.add_argument('--masks', action='store_true', help='with --export: also DIR/masks/, the images\' X > 0')
+    p.add_argument('--subset', type=mycli.positive_int, help='with --export: only the first N training images')
+    p.add_argument('--test-subset', type=mycli.positive_int, help='with --export: only the first N of each test set')
     args = p.parse_args()
-    output = mycli.output_file(args.output, f'dataset-{args.dataset}.png', ('.png',))
+    if args.export:
+        if os.path.exists(args.export):
+            raise mycli.UserError(f'--export {args.export}: it exists already; name a new folder')
+        mycli.output_dir(args.export, what='--export')
+        myfolders.export(dataset(args.dataset, args.subset, args.test_subset, args.size), args.export, args.masks)
+        print(f'wrote {args.export}: train/, ' + ', '.join(sorted(d for d in os.listdir(args.export) if d != 'train')))
+        return
+    output = mycli.output_file(args.output, f'dataset-{os.path.basename(os.path.abspath(args.dataset))}.png', ('.png',))
     if args.dataset == 'prates_backgen':
         gen = prates_backgen(seed=0)
         sets = [('backgrounds', (np.stack([next(gen) for _ in range(args.n)]), np.zeros(args.n, np.int32)))]
     else:
         t0 = time.time()
-        sets = dataset(args.dataset).sets
+        sets = dataset(args.dataset, size=args.size).sets
         print(f'loaded {args.dataset} in {time.time() - t0:.1f}s')
     for n, (X, Y) in sets:
         labels, counts = np.unique(Y, return_counts=True)
         print(f'{n:>18}: X {X.shape} {X.dtype} [{X.min():.3f}, {X.max():.3f}]  Y {Y.shape} {Y.dtype} '
               f'counts {dict(zip(labels.tolist(), counts.tolist()))}')
-    save_png(output, montage([list(X[:args.n]) for _, (X, _) in sets]))
+    save_png(output, montage([list(to_float(X[:args.n])) for _, (X, _) in sets]))
     print(f'wrote {output}: one row per set ({", ".join(n for n, _ in sets)})')
 
 

@@ -19,11 +19,13 @@ import shutil
 import sys
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 import mycli
-from myfiles import atomic, fault, fault_armed
-from mymodels import ModelError, save
+import mydatagen
+from myfiles import atomic, fault, fault_armed, write_text
+from mymodels import ModelError, load, save
 
 # training steps per call into the TensorFlow graph: at batch size 8 a step is a few milliseconds,
 # and Keras' per-call Python work would otherwise cost as much again (benchmark.py measures it)
@@ -117,10 +119,22 @@ class Evaluator:
 
     def __init__(self, sets, batch_size=1024):
         self.names = [n for n, _ in sets]
-        self.data = {n: tf.data.Dataset.from_tensor_slices((X, Y.astype('int32'))).batch(batch_size).prefetch(2)
-                     for n, (X, Y) in sets}
+        self.data = {n: self._batches(X, Y.astype('int32'), batch_size) for n, (X, Y) in sets}
         self.sizes = {n: len(Y) for n, (_, Y) in sets}
         self._fns = {}
+
+    @staticmethod
+    def _batches(X, Y, batch_size):
+        if X.nbytes <= mydatagen.IN_GRAPH:
+            ds = tf.data.Dataset.from_tensor_slices((X, Y)).batch(batch_size)
+        else:   # a large folder data set: batches cut from the arrays, not a second copy of them
+            spec = (tf.TensorSpec((None,) + X.shape[1:], X.dtype), tf.TensorSpec((None,), tf.int32))
+            ds = tf.data.Dataset.from_generator(
+                lambda: ((X[i:i + batch_size], Y[i:i + batch_size]) for i in range(0, len(X), batch_size)),
+                output_signature=spec)
+        if X.dtype == np.uint8:
+            ds = ds.map(lambda x, y: (mydatagen.to_float(x), y))
+        return ds.prefetch(2)
 
     def _counter(self, model):
         if id(model) not in self._fns:
@@ -325,18 +339,64 @@ class Run:
         except KeyboardInterrupt:
             raise mycli.Interrupted(f'run the same command with --resume to continue from {self.directory}')
 
-    def finish(self, accuracies, models):
+    def finish(self, accuracies, models, class_names=None):
         """The end of every phase: the published CSV line on stdout, each model saved atomically
-        ({path: model}), then the checkpoint removed (a kill before that only means redoing this)."""
+        ({path: model}) with, for a data set whose classes have names (a folder), the names
+        beside it (NAME-classes.txt), then the checkpoint removed (a kill before that only means
+        redoing this)."""
         print(csv_line(accuracies.values()), flush=True)
         if not self.chief:
             print('not saved here: this worker is not the chief', file=sys.stderr)
             return
         for path, model in models.items():
             save(model, path)
+            if class_names:
+                write_text(classes_path(path), '\n'.join(class_names) + '\n')
         fault('before-finish')
         shutil.rmtree(self.directory, ignore_errors=True)
         print(f'saved {" and ".join(models)}', file=sys.stderr)
+
+
+def train_classifier(model, data, output, config, args, strategy):
+    """Phase 1's training of a compiled classifier (train1.py; train_att.py's global branch and
+    fusion model): augmented batches of the training set, validation on the last test set after
+    each epoch, the run's log and checkpoints beside `output`, the model saved there at the end.
+    args: the parsed training options (epochs, batchsize, eval_batchsize, seed, resume)."""
+    X, Y = data.train
+    run = Run(output, config, args.resume, is_chief(strategy))
+    with strategy.scope():
+        start = run.restore(model)
+    evaluator = Evaluator(data.sets, args.eval_batchsize)
+    report = EpochReport(evaluator, model, names=[data.tests[-1][0]])   # validation: the last test set
+    batches = mydatagen.distribute(strategy, args.batchsize, lambda part: mydatagen.batches(
+        X, Y, args.batchsize, seed=args.seed, start_epoch=start, part=part))
+    run.fit(model, batches, len(X) // args.batchsize, args.epochs, report)
+    run.finish(evaluator(model), {output: model}, data.class_names)
+
+
+def classes_path(model_path):
+    """Where the class names of a model trained on a folder data set are kept: beside it."""
+    return os.path.splitext(model_path)[0] + '-classes.txt'
+
+
+def load_model(path, kind, data):
+    """mymodels.load for `data`: a `kind` model of its image shape (and class count, for a
+    classifier) trained, if it was trained on a folder data set, on classes of the same names."""
+    model = load(path, kind, data.shape, data.classes if kind == 'classifier' else None)
+    check_classes(path, data)
+    return model
+
+
+def check_classes(model_path, data):
+    """A model trained on a folder data set knows its classes by name: a data set with other
+    names, or in another order, would be scored against the wrong labels."""
+    path = classes_path(model_path)
+    if data.class_names and os.path.exists(path):
+        with open(path) as f:
+            trained = f.read().split('\n')[:-1]
+        if trained != data.class_names:
+            raise mycli.UserError(f'{model_path} was trained on the classes {", ".join(trained)} ({path}), '
+                                  f'but {data.name} has {", ".join(data.class_names)}')
 
 
 def csv_line(accuracies):

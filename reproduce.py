@@ -5,7 +5,9 @@
     python reproduce.py fashionmnist --recipe paper
 
 Rows: Traditional (phase 1 only); Proposal with the heuristic mask (phase 1 -> phase 3,
-adversarial backgrounds); Proposal with the U-Net mask (phase 1 -> phase 2 -> phase 3).
+adversarial backgrounds); Proposal with the U-Net mask (phase 1 -> phase 2 -> phase 3); the
+literature baseline the authors compared against, an attention-guided CNN (train_att.py on the
+phase-1 classifier, with phase 1's settings).
 Columns: the clean test set, the six backgrounds, their mean, and Worst (the share of test
 images classified correctly under all six); then the six again without the dark rim that the
 paper's test leaves around the digit; and the salt-and-pepper sweep (noise.csv, figure-noise.png).
@@ -42,7 +44,8 @@ RECIPES = {
                          '--clean-share', 0.25, '--average', 8]},
 }
 MASK_MODE = 'otsu'   # binarization of the masks in phase 3
-ROWS = {'Traditional': 'phase1', 'Proposal (heuristic mask)': 'phase3-heuristic', 'Proposal (U-Net mask)': 'phase3-unet'}
+ROWS = {'Traditional': 'phase1', 'Proposal (heuristic mask)': 'phase3-heuristic', 'Proposal (U-Net mask)': 'phase3-unet',
+        'Attention-guided CNN': 'attention'}
 
 
 def plan(data, out, recipe, seed):
@@ -58,6 +61,9 @@ def plan(data, out, recipe, seed):
         ('phase 2', 'train2.py', [data, p1, MASK_MODE] + r['phase2'] + common, p2),
         ('phase 3 (U-Net mask)', 'train3.py', [data, p1, p2, MASK_MODE, 'adv'] + r['phase3'] + common,
          model('phase3-unet')),
+        # the literature baseline, on phase 1's classifier, with phase 1's settings
+        ('attention-guided CNN', 'train_att.py', [data, '--global-model', p1] + r['phase1'] + common,
+         model('attention')),
     ]
 
 

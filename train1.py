@@ -30,11 +30,10 @@ def main():
     import mymodels
     import myrun
     strategy = myrun.setup(args.seed, args.strategy)
-    data = md.dataset(args.dataset, args.subset, args.test_subset)
-    Xtr, Ytr = data.train
-    mydatagen.check_batch(len(Xtr), args.batchsize)
+    data = md.dataset(args.dataset, args.subset, args.test_subset, args.size)
+    mydatagen.check_batch(len(data.train[0]), args.batchsize)
     myrun.check_replicas(strategy, args.batchsize)
-    steps = len(Xtr) // args.batchsize
+    steps = len(data.train[0]) // args.batchsize
 
     with strategy.scope():   # models and optimisers live on every replica
         model = mymodels.build_classifier(data.shape, data.classes, None if args.weights == 'none' else 'imagenet')
@@ -43,20 +42,11 @@ def main():
                                     myrun.steps_per_execution(steps))
         model.optimizer.build(model.trainable_variables)
     config = {'dataset': args.dataset, 'batchsize': args.batchsize, 'lr': args.lr, 'subset': args.subset,
-              'seed': args.seed, 'lr_schedule': args.lr_schedule}
+              'seed': args.seed, 'lr_schedule': args.lr_schedule, 'size': args.size}
     if args.lr_schedule != 'constant':
         config['epochs'] = args.epochs   # the schedule spans the run
-    run = myrun.Run(output, config, args.resume, myrun.is_chief(strategy))
-    with strategy.scope():
-        start = run.restore(model)
-
-    evaluator = myrun.Evaluator(data.sets, args.eval_batchsize)
-    report = myrun.EpochReport(evaluator, model, names=[data.tests[-1][0]])   # validation: the last test set
-    batches = mydatagen.distribute(strategy, args.batchsize, lambda part: mydatagen.batches(
-        Xtr, Ytr, args.batchsize, seed=args.seed, start_epoch=start, part=part))
-    run.fit(model, batches, steps, args.epochs, report)
-
-    run.finish(evaluator(model), {output: model})
+    # augmented batches, validation on the last test set, checkpoints and log beside the model
+    myrun.train_classifier(model, data, output, config, args, strategy)
 
 
 if __name__ == '__main__':

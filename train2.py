@@ -4,11 +4,14 @@
 
 Step: M = unet(X), ce = CE(Y, f(X*M)), mask loss = ce + mean(relu(mean(M) - area)) (or its
 square with --loss squared) + total_variation * TV(M); only the U-Net learns (Adam 1e-5).
-binarize_mask is used only for the --debug pictures. At the end one CSV line (the command, the
-classifier's accuracy on the training set, then on each test set) and the U-Net saved to --output.
+binarize_mask is used only for the --debug pictures, and, for a folder data set with masks of its
+own, for the check of the U-Net's masks against them (their IoU after each epoch, in the log). At
+the end one CSV line (the command, the classifier's accuracy on the training set, then on each test
+set) and the U-Net saved to --output.
 """
 import mycli
 import mydatasets as md
+import myfolders
 
 EPOCHS = 100
 BATCHSIZE = 8
@@ -41,22 +44,24 @@ def main():
     import myrun
     import mytrainers
     strategy = myrun.setup(args.seed, args.strategy)
-    data = md.dataset(args.dataset, args.subset, args.test_subset)
+    # a folder data set with masks of its own: the U-Net's masks are checked against them
+    data = md.dataset(args.dataset, args.subset, args.test_subset, args.size, masks=myfolders.has_masks(args.dataset))
     Xtr, Ytr = data.train
     mydatagen.check_batch(len(Xtr), args.batchsize)
     myrun.check_replicas(strategy, args.batchsize)
     steps = len(Xtr) // args.batchsize
 
     with strategy.scope():   # models, optimisers and the training step live on every replica
-        classifier = mymodels.load(args.model, 'classifier', data.shape, data.classes)
+        classifier = myrun.load_model(args.model, 'classifier', data)
         unet = mymodels.unet(data.shape)
         trainer = mytrainers.MaskTrainer(classifier, unet, args.area, args.total_variation, args.loss)
         trainer.compile(optimizer=mymodels.adam(mymodels.LEARNING_RATE['unet']),
                         steps_per_execution=myrun.steps_per_execution(steps))
-        trainer(Xtr[:1])
+        trainer(md.to_float(Xtr[:1]))
         trainer.optimizer.build(unet.trainable_variables)
     config = {'dataset': args.dataset, 'model': args.model, 'batchsize': args.batchsize, 'loss': args.loss,
-              'area': args.area, 'total_variation': args.total_variation, 'subset': args.subset, 'seed': args.seed}
+              'area': args.area, 'total_variation': args.total_variation, 'subset': args.subset, 'seed': args.seed,
+              'size': args.size}
     run = myrun.Run(output, config, args.resume, myrun.is_chief(strategy))
     with strategy.scope():
         start = run.restore(trainer)
@@ -65,13 +70,15 @@ def main():
     accuracies = myrun.Evaluator(data.sets, args.eval_batchsize)(classifier)
     pictures = []
     if args.debug and run.chief:
-        shown = Xtr[np.linspace(0, len(Xtr), DEBUG_IMAGES, endpoint=False, dtype=int)]
+        shown = md.to_float(Xtr[np.linspace(0, len(Xtr), DEBUG_IMAGES, endpoint=False, dtype=int)])
         pictures.append(mytrainers.MaskPictures(unet, shown, args.binarize_mask, args.area, args.debug))
+    if data.masks:
+        pictures.append(mytrainers.MaskAgreement(unet, data, args.binarize_mask, args.area))
     batches = mydatagen.distribute(strategy, args.batchsize, lambda part: mydatagen.batches(
         Xtr, Ytr, args.batchsize, seed=args.seed, start_epoch=start, part=part))
     run.fit(trainer, batches, steps, args.epochs, myrun.EpochReport(None, classifier, fixed=accuracies), *pictures)
 
-    run.finish(accuracies, {output: unet})
+    run.finish(accuracies, {output: unet}, data.class_names)
 
 
 if __name__ == '__main__':

@@ -91,8 +91,9 @@ def test_reproduce_killed_at_random_moments(tmp_path, real_data):
     rc, out, err = run(cmd)
     assert rc == 0, err[-3000:]
     assert '| Proposal (U-Net mask) |' in (tmp_path / 'table.md').read_text()
+    assert '| Attention-guided CNN |' in (tmp_path / 'table.md').read_text()
     import keras
-    for f in ('phase1', 'phase2', 'phase3-heuristic', 'phase3-unet'):
+    for f in ('phase1', 'phase2', 'phase3-heuristic', 'phase3-unet', 'attention'):
         keras.models.load_model(tmp_path / f'{f}.keras')
         rows = (tmp_path / f'{f}-log.csv').read_text().splitlines()[1:]
         assert [r.split(',')[0] for r in rows] == ['1']

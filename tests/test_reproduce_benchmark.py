@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow
 def test_reproduce_smoke_in_a_fresh_copy(smoke_chain):
     out = smoke_chain['dir']   # COPY/runs/mnist-smoke: made by reproduce.py, the clone had no runs/
     table = (out / 'table.md').read_text()
-    for row in ('Traditional', 'Proposal (heuristic mask)', 'Proposal (U-Net mask)', 'Paper: Proposal'):
+    for row in ('Traditional', 'Proposal (heuristic mask)', 'Proposal (U-Net mask)', 'Attention-guided CNN',
+                'Paper: Proposal'):
         assert f'| {row} |' in table
     assert '| Paper: Proposal | - | 92.3 | 76.8 | 93.1 | 93.7 | 70.8 | 86.2 | 85.5 | - |' in table
     assert 'no dark rim' in table and '(seed 0)' in table and '±' not in table
@@ -30,8 +31,9 @@ def test_reproduce_smoke_in_a_fresh_copy(smoke_chain):
     assert (out / 'figure.png').stat().st_size > 1000 and (out / 'figure-noise.png').stat().st_size > 1000
     noise = (out / 'noise.csv').read_text().splitlines()
     assert noise[0].split(',')[:3] == ['training', 'seed', 'rate_0.00'] and len(noise[0].split(',')) == 22
-    assert len(noise) == 4 and float(noise[1].split(',')[2]) == pytest.approx(vals[0], abs=0.01)   # rate 0 = clean
-    for f in ('phase1.keras', 'phase2.keras', 'phase3-heuristic.keras', 'phase3-unet.keras', 'phase3-unet-back.keras'):
+    assert len(noise) == 5 and float(noise[1].split(',')[2]) == pytest.approx(vals[0], abs=0.01)   # rate 0 = clean
+    for f in ('phase1.keras', 'phase2.keras', 'phase3-heuristic.keras', 'phase3-unet.keras', 'phase3-unet-back.keras',
+              'attention.keras'):
         assert (out / f).exists(), f
 
 
@@ -41,7 +43,7 @@ def test_reproduce_again_skips_every_phase(smoke_chain):
     r = script('reproduce.py', 'mnist', '--recipe', 'smoke', cwd=smoke_chain['copy'], timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert {f: (out / f).stat().st_mtime_ns for f in before} == before
-    assert not any(l.startswith('phase ') for l in r.stdout.splitlines())   # no phase ran
+    assert not any('.py-' in l for l in r.stdout.splitlines())   # no phase ran
     assert json.loads((out / 'done.json').read_text())['runs/mnist-smoke/phase1.keras'].startswith('train1.py')
 
 
@@ -55,17 +57,17 @@ def test_reproduce_two_seeds_mean_and_spread(smoke_chain, tmp_path):
     (out / 'seed-0' / 'done.json').write_text(done.replace('runs/mnist-smoke', str(out / 'seed-0')))
     r = script('reproduce.py', 'mnist', '--recipe', 'smoke', '--seeds', 2, '--output', out, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert [l.split(':')[0] for l in r.stdout.splitlines() if l.startswith('seed ')] == ['seed 1'] * 4   # seed 0 reused
+    assert [l.split(':')[0] for l in r.stdout.splitlines() if l.startswith('seed ')] == ['seed 1'] * 5   # seed 0 reused
     csv = [l.split(',') for l in (out / 'table.csv').read_text().splitlines()]
     rows = {(c[0], c[1]): [float(v) for v in c[2:]] for c in csv[1:] if c[1]}
-    for row in ('Traditional', 'Proposal (heuristic mask)', 'Proposal (U-Net mask)'):
+    for row in ('Traditional', 'Proposal (heuristic mask)', 'Proposal (U-Net mask)', 'Attention-guided CNN'):
         a, b = np.array(rows[(row, '0')]), np.array(rows[(row, '1')])
         np.testing.assert_allclose(rows[(row, 'mean')], (a + b) / 2, atol=0.006)
         np.testing.assert_allclose(rows[(row, "std")], np.abs(a - b) / np.sqrt(2), atol=0.011)   # of rounded cells
     first = (smoke_chain['dir'] / 'table.csv').read_text().splitlines()[1]
     assert first in (out / 'table.csv').read_text()   # seed 0's row is the one-seed run's
     assert '±' in (out / 'table.md').read_text() and '2 seeds (0, 1)' in (out / 'table.md').read_text()
-    assert len((out / 'noise.csv').read_text().splitlines()) == 1 + 3 * 2
+    assert len((out / 'noise.csv').read_text().splitlines()) == 1 + 4 * 2
 
 
 def test_reproduce_validation_protocol(tmp_path):
@@ -74,7 +76,7 @@ def test_reproduce_validation_protocol(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     lines = (out / 'validation.csv').read_text().splitlines()
     assert lines[0].startswith('training,seed,clean,grid,dots,waves,scribble,blobs,speckle,grid_rim')
-    assert lines[0].endswith(',mean,min') and len(lines) == 4
+    assert lines[0].endswith(',mean,min') and len(lines) == 5
     assert not (out / 'table.md').exists()
     log = (out / 'phase3-heuristic-log.csv').read_text().splitlines()[0]
     assert 'acc_scribble' in log and 'acc_stripes' not in log   # no test background was evaluated

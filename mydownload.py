@@ -20,7 +20,7 @@ import zipfile
 import numpy as np
 
 from mycli import UserError
-from myfiles import atomic
+from myfiles import atomic, remove
 
 DATA_PATH_VAR = 'BIAL_DATA_PATH'    # folders with raw files, separated by os.pathsep
 CACHE_VAR = 'BIAL_CACHE'            # the one folder this module writes to
@@ -29,7 +29,7 @@ SYSTEM_DIRS = ['/usr/share/datasets']   # where Debian's dataset-fashion-mnist i
 RETRIES = 3                         # attempts per download
 BACKOFF = 1.0                       # seconds, times the attempt number, between attempts
 TIMEOUT = 30                        # seconds without a byte before an attempt fails
-DERIVED_VERSION = 1                 # bump when a decoder changes, to invalidate cached arrays
+DERIVED_VERSION = 2                 # bump when a decoder changes, to invalidate cached arrays
 
 
 class DataError(UserError):
@@ -261,14 +261,18 @@ def fingerprint(paths):
     return h.hexdigest()[:16]
 
 
+ON_DISK = 1 << 30   # cached arrays larger than this are read from disk a few rows at a time (DiskArray)
+
+
 def cached_arrays(key, paths, build):
-    """The arrays `build()` decodes from the files `paths`, kept in cache/derived/ under a name
-    that changes when one of the files does (the older version is deleted then)."""
-    cached = os.path.join(cache_dir(), 'derived', f'{key}-{fingerprint(paths)}.npz')
-    if os.path.isfile(cached):
+    """The arrays `build()` decodes from the files `paths`, kept in cache/derived/KEY-FINGERPRINT/
+    (one .npy file each) under a name that changes when one of the files does (the older version
+    is deleted then). Arrays over ON_DISK bytes come back as DiskArrays, read from the cache as
+    they are used: a large folder of photographs is not held in memory."""
+    cached = os.path.join(cache_dir(), 'derived', f'{key}-{fingerprint(paths)}')
+    if os.path.isdir(cached):
         try:
-            with np.load(cached) as z:
-                return [z[f'a{i}'] for i in range(len(z.files))]
+            return _load_arrays(cached)
         except Exception:   # a cache file cut short: rebuild it
             print(f'warning: {cached} is unreadable; decoding again', file=sys.stderr)
     arrays = build()
@@ -276,13 +280,82 @@ def cached_arrays(key, paths, build):
         folder = os.path.dirname(cached)
         os.makedirs(folder, exist_ok=True)
         for old in os.listdir(folder):
-            if old.startswith(key + '-') and old.endswith('.npz'):
-                os.remove(os.path.join(folder, old))
+            if old.startswith(key + '-'):
+                remove(os.path.join(folder, old))
         with atomic(cached) as tmp:
-            np.savez(tmp, **{f'a{i}': a for i, a in enumerate(arrays)})
+            os.makedirs(tmp)
+            for i, a in enumerate(arrays):
+                np.save(os.path.join(tmp, f'a{i}.npy'), a)
+        if any(a.nbytes > ON_DISK for a in arrays):
+            return _load_arrays(cached)   # the large ones from disk, and the decoded copy freed
     except OSError as e:   # a read-only cache only costs speed
         print(f'warning: cannot write the array cache ({e})', file=sys.stderr)
     return arrays
+
+
+def _load_arrays(folder):
+    names = sorted((f for f in os.listdir(folder) if f.endswith('.npy')), key=lambda f: int(f[1:-4]))
+    if not names:
+        raise ValueError(f'{folder} holds no arrays')
+    return [DiskArray(p) if os.path.getsize(p) > ON_DISK else np.load(p)
+            for p in (os.path.join(folder, n) for n in names)]
+
+
+class DiskArray:
+    """The rows of a .npy file, read when they are asked for: X[i] and X[[i, j, ...]] give
+    arrays, X[a:b] a DiskArray of those rows, np.asarray(X) all of them. For data sets larger
+    than memory should hold; the operating system's file cache keeps the rows used often."""
+
+    def __init__(self, path, start=0, stop=None):
+        with open(path, 'rb') as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f)
+            self._offset = f.tell()
+        if fortran:
+            raise ValueError(f'{path}: a Fortran-ordered array')
+        self.path, self.dtype, self._row_shape = path, np.dtype(dtype), tuple(shape[1:])
+        self._row = int(np.prod(self._row_shape)) * self.dtype.itemsize
+        if os.path.getsize(path) != self._offset + shape[0] * self._row:
+            raise ValueError(f'{path} is cut short')
+        self._start, self._stop = start, shape[0] if stop is None else stop
+        self._fd = None
+
+    @property
+    def shape(self):
+        return (self._stop - self._start,) + self._row_shape
+
+    ndim = property(lambda self: len(self.shape))
+    nbytes = property(lambda self: len(self) * self._row)
+
+    def __len__(self):
+        return self._stop - self._start
+
+    def _read(self, rows):
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        out = np.empty((len(rows),) + self._row_shape, self.dtype)
+        for k, r in enumerate(rows):
+            out[k] = np.frombuffer(os.pread(self._fd, self._row, self._offset + (self._start + int(r)) * self._row),
+                                   self.dtype).reshape(self._row_shape)
+        return out
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            a, b, step = key.indices(len(self))
+            if step != 1:
+                return self._read(range(a, b, step))
+            return DiskArray(self.path, self._start + a, self._start + max(a, b))
+        if np.ndim(key) == 0:
+            return self._read([range(len(self))[int(key)]])[0]
+        return self._read(np.arange(len(self))[np.asarray(key)])
+
+    def __array__(self, dtype=None, copy=None):
+        a = self._read(range(len(self)))
+        return a if dtype is None else a.astype(dtype)
+
+    def astype(self, dtype):
+        return np.asarray(self).astype(dtype)
 
 
 def derived(key, raws, build):

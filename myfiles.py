@@ -34,7 +34,7 @@ def atomic(path):
         yield tmp
         os.replace(tmp, path)
     finally:
-        _remove(tmp)
+        remove(tmp)
 
 
 def remove_leftovers(path):
@@ -42,10 +42,11 @@ def remove_leftovers(path):
     d, base = os.path.split(os.path.abspath(path))
     for f in os.listdir(d) if os.path.isdir(d) else []:
         if f.startswith(f'.{base}.') and PART in f:
-            _remove(os.path.join(d, f))
+            remove(os.path.join(d, f))
 
 
-def _remove(p):
+def remove(p):
+    """Delete a file or a folder, if it is there."""
     if os.path.isdir(p):
         shutil.rmtree(p, ignore_errors=True)
     elif os.path.exists(p):

@@ -202,11 +202,7 @@ class BackgroundTrainer(keras.Model):
         if self.replay:
             if back != 'adv':
                 raise ValueError('replay needs adversarial backgrounds (back=adv)')
-            # the replicas' pools are kept equal: the first one's writes are everyone's
-            self.pool = self.add_weight(shape=(int(history),) + tuple(classifier.input_shape[1:]), initializer='zeros',
-                                        trainable=False, aggregation='only_first_replica', name='pool')
-            self.seen = self.add_weight(shape=(), initializer='zeros', dtype='int64', trainable=False,
-                                        aggregation='only_first_replica', name='seen')
+            self.history = PastBackgrounds(history, classifier.input_shape[1:])
         if self.average:
             # the replicas hold the same weights after each update, so the first one's average is
             # everyone's; these are the trainer's own weights, so checkpoints keep them
@@ -305,35 +301,6 @@ class BackgroundTrainer(keras.Model):
     def composite(self, X, M, B):
         return X * M + B * (1 - M)
 
-    def _replayed(self, u):
-        """Of the images that get a background (their uniform draws u), which get a fresh one
-        from the generator (their indices), and a background from the pool for every image
-        (used by the others). Nothing is replayed before the pool holds a background."""
-        n, seen = tf.shape(u)[0], tf.convert_to_tensor(self.seen)
-        fresh = (u >= self.clean_share + self.replay) | (seen == 0)
-        r = tf.random.stateless_uniform([n], tf.stack([seen, tf.constant(7, tf.int64)]))
-        have = tf.maximum(tf.minimum(seen, self.pool.shape[0]), 1)
-        slots = tf.cast(tf.floor(r * tf.cast(have, tf.float32)), tf.int64)
-        return tf.where(fresh)[:, 0], tf.gather(self.pool, slots)
-
-    def _remember(self, B):
-        """Reservoir sampling: the k-th background painted (k from 0) takes slot k while the pool
-        has room, then replaces a random slot with probability N / (k + 1), so that the pool is a
-        uniform sample of every background painted so far."""
-        N, seen = self.pool.shape[0], tf.convert_to_tensor(self.seen)
-        k = seen + tf.range(tf.shape(B)[0], dtype=tf.int64)
-        r = tf.random.stateless_uniform(tf.shape(k), tf.stack([seen, tf.constant(11, tf.int64)]))
-        slot = tf.where(k < N, k, tf.cast(tf.floor(r * tf.cast(k + 1, tf.float32)), tf.int64))
-        keep = tf.where(slot < N)[:, 0]
-        where, what = tf.gather(slot, keep)[:, None], tf.gather(B, keep)
-        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
-            # a mirrored variable takes only whole assignments in a replica: the first replica's
-            # is everyone's, so the pool holds the backgrounds the first replica painted
-            self.pool.assign(tf.tensor_scatter_nd_update(self.pool.value, where, what))
-        else:   # in place: the pool is not copied at every step
-            self.pool.value.scatter_nd_update(where, what)
-        self.seen.assign_add(tf.cast(tf.shape(B)[0], tf.int64))
-
     def train_step(self, data):
         X, *extra, Y = data   # (X, [masks], [backgrounds], [noise], [uniform], Y)
         wanted = [self.mask_source == 'manual', self.back == 'real', self.noise_shape is not None,
@@ -356,8 +323,10 @@ class BackgroundTrainer(keras.Model):
             painted = tf.concat([rows, tf.zeros([1], rows.dtype)], 0)[:tf.maximum(n, 1)]
             Xb, given_masks, B, z = [None if t is None else tf.gather(t, painted) for t in (X, given_masks, B, z)]
         M, _ = self.masks(Xb, given_masks)
-        if self.replay:
-            fresh, old = self._replayed(tf.gather(u, painted))
+        if self.replay:   # which get a fresh background, and a past one for every image
+            u_b = tf.gather(u, painted)
+            fresh = tf.where((u_b >= self.clean_share + self.replay) | self.history.empty())[:, 0]
+            old = self.history.draw(tf.shape(u_b)[0])
         with tf.GradientTape(persistent=True) as tape:
             if self.replay:   # the generator paints the fresh ones; the others come from the pool
                 nf = tf.size(fresh)
@@ -390,7 +359,7 @@ class BackgroundTrainer(keras.Model):
             adv = tf.zeros_like(ce)
         del tape
         if self.replay:
-            self._remember(tf.stop_gradient(painted_fresh))
+            self.history.remember(tf.stop_gradient(painted_fresh))
         if self._average:
             m = 1.0 - 1.0 / self.average
             for a, w in zip(self._average, self.classifier.weights):
@@ -398,6 +367,47 @@ class BackgroundTrainer(keras.Model):
         self.ce_mean.update_state(ce)
         self.adv_mean.update_state(adv)
         return {'ce': self.ce_mean.result(), 'adv_loss': self.adv_mean.result()}
+
+
+class PastBackgrounds(keras.layers.Layer):
+    """Phase 3's --replay: a uniform sample of `size` of all the backgrounds the generator has
+    painted (reservoir sampling), kept with the trainer's weights (checkpoints hold it). With
+    several replicas they all read one pool, to which the first replica's backgrounds go."""
+
+    def __init__(self, size, shape, **kw):
+        super().__init__(**kw)
+        self.pool = self.add_weight(shape=(int(size),) + tuple(shape), initializer='zeros', trainable=False,
+                                    aggregation='only_first_replica', name='pool')
+        self.seen = self.add_weight(shape=(), initializer='zeros', dtype='int64', trainable=False,
+                                    aggregation='only_first_replica', name='seen')
+
+    def empty(self):
+        return tf.convert_to_tensor(self.seen) == 0
+
+    def draw(self, n):
+        """n backgrounds drawn from the pool (uniformly, with replacement; seeded by the count)."""
+        seen = tf.convert_to_tensor(self.seen)
+        r = tf.random.stateless_uniform([n], tf.stack([seen, tf.constant(7, tf.int64)]))
+        have = tf.maximum(tf.minimum(seen, self.pool.shape[0]), 1)
+        return tf.gather(self.pool, tf.cast(tf.floor(r * tf.cast(have, tf.float32)), tf.int64))
+
+    def remember(self, B):
+        """The k-th background painted (k from 0) takes slot k while the pool has room, then
+        replaces a random slot with probability N / (k + 1): the pool stays a uniform sample of
+        every background painted so far."""
+        N, seen = self.pool.shape[0], tf.convert_to_tensor(self.seen)
+        k = seen + tf.range(tf.shape(B)[0], dtype=tf.int64)
+        r = tf.random.stateless_uniform(tf.shape(k), tf.stack([seen, tf.constant(11, tf.int64)]))
+        slot = tf.where(k < N, k, tf.cast(tf.floor(r * tf.cast(k + 1, tf.float32)), tf.int64))
+        keep = tf.where(slot < N)[:, 0]
+        where, what = tf.gather(slot, keep)[:, None], tf.gather(B, keep)
+        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            # a mirrored variable takes only whole assignments in a replica: the first replica's
+            # is everyone's, so the pool holds the backgrounds the first replica painted
+            self.pool.assign(tf.tensor_scatter_nd_update(self.pool.value, where, what))
+        else:   # in place: the pool is not copied at every step
+            self.pool.value.scatter_nd_update(where, what)
+        self.seen.assign_add(tf.cast(tf.shape(B)[0], tf.int64))
 
 
 class CompositePictures(keras.callbacks.Callback):

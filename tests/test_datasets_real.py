@@ -110,7 +110,7 @@ def test_truncated_cache_file_rebuilt(real_data, monkeypatch):
     mydatasets.load('mnist')
     d = os.path.join(mydownload.cache_dir(), 'derived')
     [f] = [f for f in os.listdir(d) if f.startswith('mnist-')]
-    with open(os.path.join(d, f), 'r+b') as fh:
+    with open(os.path.join(d, f, 'a0.npy'), 'r+b') as fh:   # the training images
         fh.truncate(1000)
     (Xtr, Ytr), _ = mydatasets.load('mnist')
     assert Xtr.shape == (60000, 32, 32, 1) and np.bincount(Ytr).tolist() == MNIST_TRAIN_COUNTS

@@ -186,3 +186,38 @@ def test_worked_example(real_data, tmp_path):
             os.rename(root / d / '9', root / d / 'nine')
     r = script('evaluate.py', root, tmp_path / 'p3.keras')
     assert 'was trained on the classes' in one_line_error(r)
+
+
+def test_disk_array_reads_rows_as_asked(tmp_path, monkeypatch):
+    """A large folder's images stay on disk (the cache's .npy), read a few rows at a time."""
+    import mydownload
+    a = np.random.default_rng(0).integers(0, 256, (50, 6, 5, 3), dtype=np.uint8)
+    np.save(tmp_path / 'a.npy', a)
+    d = mydownload.DiskArray(str(tmp_path / 'a.npy'))
+    assert d.shape == a.shape and d.dtype == np.uint8 and len(d) == 50 and d.nbytes == a.nbytes
+    np.testing.assert_array_equal(d[7], a[7])
+    np.testing.assert_array_equal(d[-1], a[-1])
+    np.testing.assert_array_equal(d[[3, 1, 40]], a[[3, 1, 40]])
+    view = d[10:20]
+    assert isinstance(view, mydownload.DiskArray) and view.shape == (10, 6, 5, 3)
+    np.testing.assert_array_equal(np.asarray(view), a[10:20])
+    np.testing.assert_array_equal(view[2:4].astype(np.float32), a[12:14].astype(np.float32))
+    np.testing.assert_array_equal(d[::7], a[::7])
+    # a folder data set over the limit comes back on disk, and trains and evaluates as well
+    monkeypatch.setattr(mydownload, 'ON_DISK', 1000)
+    root = make_folder(str(tmp_path / 'd'), per_class=5)
+    data = mydatasets.dataset(root)
+    assert isinstance(data.train[0], mydownload.DiskArray)
+    first = next(iter(mydatagen.batches(*data.train, 4, seed=0, augment_data=False)))[0].numpy()
+    assert first.dtype == np.float32 and first.shape == (4, 20, 24, 1) and first.max() <= 1
+    import myrun
+    monkeypatch.setattr(mydatagen, 'IN_GRAPH', 1000)   # the evaluator's and the pipeline's numpy paths
+    clf = mymodels_classifier((20, 24, 1))
+    acc = myrun.Evaluator(data.sets, 3)(clf)
+    assert set(acc) == {'train', 'test', 'field'} and all(0 <= v <= 1 for v in acc.values())
+
+
+def mymodels_classifier(shape):
+    import keras
+    x = inp = keras.Input(shape)
+    return keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(x)))

@@ -432,10 +432,10 @@ def test_replay_pool_is_a_uniform_sample_of_everything_painted():
     """Reservoir sampling: the first N backgrounds fill the pool in order; after that the pool
     stays a uniform sample of all painted so far (a ring buffer would hold only the last N)."""
     clf, gen = mymodels.classifier((32, 32, 1), 10), mymodels.gen((32, 32, 1), 2)
-    t = mytrainers.BackgroundTrainer(clf, 'heuristic', 'otsu', 'adv', gen, replay=0.25, history=50)
+    t = mytrainers.BackgroundTrainer(clf, 'heuristic', 'otsu', 'adv', gen, replay=0.25, history=50).history
     ids = lambda: np.round(t.pool.numpy()[:, 0, 0, 0]).astype(int)
     for k in range(0, 1000, 4):   # 4 backgrounds a step, background k filled with the number k
-        t._remember(tf.constant(np.arange(k, k + 4, dtype=np.float32)[:, None, None, None] * np.ones((1, 32, 32, 1), np.float32)))
+        t.remember(tf.constant(np.arange(k, k + 4, dtype=np.float32)[:, None, None, None] * np.ones((1, 32, 32, 1), np.float32)))
         if k == 44:   # 48 painted: in order, in the first 48 slots
             assert ids()[:48].tolist() == list(range(48))
     assert int(t.seen.numpy()) == 1000
@@ -456,8 +456,8 @@ def test_replay_step(mnist_small):
                                      history=8)
     t.compile(optimizer=keras.optimizers.SGD(1.0), gen_optimizer=keras.optimizers.SGD(1.0))
     P = np.random.default_rng(5).random((32, 32, 1)).astype(np.float32)
-    t.pool.assign(np.repeat(P[None], 8, 0))
-    t.seen.assign(8)
+    t.history.pool.assign(np.repeat(P[None], 8, 0))
+    t.history.seen.assign(8)
     u = tf.constant(np.linspace(0.01, 0.99, 16), tf.float32)
     own, replayed, fresh = (u < 0.25).numpy(), ((u >= 0.25) & (u < 0.75)).numpy(), (u >= 0.75).numpy()
     assert own.sum() and replayed.sum() and fresh.sum()
@@ -475,7 +475,7 @@ def test_replay_step(mnist_small):
     for m in (clf, gen):
         for w0, w, g in zip(start[m.name], m.trainable_variables, expected[m.name]):
             np.testing.assert_allclose(w0 - w.numpy(), g.numpy(), rtol=1e-3, atol=1e-6)
-    assert int(t.seen.numpy()) == 8 + fresh.sum()              # only the fresh ones are remembered
+    assert int(t.history.seen.numpy()) == 8 + fresh.sum()      # only the fresh ones are remembered
 
 
 def test_replay_waits_for_a_first_background(mnist_small):
@@ -486,6 +486,6 @@ def test_replay_waits_for_a_first_background(mnist_small):
     t.compile(optimizer=keras.optimizers.SGD(0.0), gen_optimizer=keras.optimizers.SGD(0.0))
     z = tf.random.normal([16, 4, mymodels.noise_size(t.gen)])
     t.train_step((tf.constant(X[:16]), z, tf.constant(np.full(16, 0.5, np.float32)), tf.constant(Y[:16])))
-    assert int(t.seen.numpy()) == 16
+    assert int(t.history.seen.numpy()) == 16
     t.train_step((tf.constant(X[:16]), z, tf.constant(np.full(16, 0.5, np.float32)), tf.constant(Y[:16])))
-    assert int(t.seen.numpy()) == 16   # now every one of them is replayed
+    assert int(t.history.seen.numpy()) == 16   # now every one of them is replayed

@@ -202,7 +202,7 @@ class BackgroundTrainer(keras.Model):
         if self.replay:
             if back != 'adv':
                 raise ValueError('replay needs adversarial backgrounds (back=adv)')
-            self.history = PastBackgrounds(history, classifier.input_shape[1:])
+            self.past = PastBackgrounds(history, classifier.input_shape[1:])   # (fit() sets self.history)
         if self.average:
             # the replicas hold the same weights after each update, so the first one's average is
             # everyone's; these are the trainer's own weights, so checkpoints keep them
@@ -325,8 +325,8 @@ class BackgroundTrainer(keras.Model):
         M, _ = self.masks(Xb, given_masks)
         if self.replay:   # which get a fresh background, and a past one for every image
             u_b = tf.gather(u, painted)
-            fresh = tf.where((u_b >= self.clean_share + self.replay) | self.history.empty())[:, 0]
-            old = self.history.draw(tf.shape(u_b)[0])
+            fresh = tf.where((u_b >= self.clean_share + self.replay) | self.past.empty())[:, 0]
+            old = self.past.draw(tf.shape(u_b)[0])
         with tf.GradientTape(persistent=True) as tape:
             if self.replay:   # the generator paints the fresh ones; the others come from the pool
                 nf = tf.size(fresh)
@@ -359,7 +359,7 @@ class BackgroundTrainer(keras.Model):
             adv = tf.zeros_like(ce)
         del tape
         if self.replay:
-            self.history.remember(tf.stop_gradient(painted_fresh))
+            self.past.remember(tf.stop_gradient(painted_fresh))
         if self._average:
             m = 1.0 - 1.0 / self.average
             for a, w in zip(self._average, self.classifier.weights):

@@ -147,14 +147,14 @@ def mnist_small(real_data):
     return mydatasets.dataset('mnist', 128).train
 
 
-@pytest.mark.parametrize('back, mode', [(b, 'otsu') for b in ['black', 'noise', 'adv', 'real']] +
-                         [('adv', m) for m in ['0.5', 'quantile', 'none']])
-def test_phase3_modes_train(mnist_small, back, mode):
+@pytest.mark.parametrize('back, mode, replay', [(b, 'otsu', 0) for b in ['black', 'noise', 'adv', 'real']] +
+                         [('adv', m, 0) for m in ['0.5', 'quantile', 'none']] + [('adv', 'otsu', 0.5)])
+def test_phase3_modes_train(mnist_small, back, mode, replay):
     X, Y = mnist_small
     clf = mymodels.classifier((32, 32, 1), 10)
     unet = mymodels.unet((32, 32, 1))
     gen = mymodels.gen((32, 32, 1), 2) if back == 'adv' else None
-    t = mytrainers.BackgroundTrainer(clf, unet, mode, back, gen, 2, seed=0)
+    t = mytrainers.BackgroundTrainer(clf, unet, mode, back, gen, 2, seed=0, replay=replay, history=8)
     t.compile(optimizer=keras.optimizers.Adam(1e-3), gen_optimizer=mymodels.adam(1e-5) if gen else None)
     t.build_all(X[:1])
     before = {m.name: [w.numpy().copy() for w in m.weights] for m in [clf, unet] + ([gen] if gen else [])}
@@ -432,7 +432,7 @@ def test_replay_pool_is_a_uniform_sample_of_everything_painted():
     """Reservoir sampling: the first N backgrounds fill the pool in order; after that the pool
     stays a uniform sample of all painted so far (a ring buffer would hold only the last N)."""
     clf, gen = mymodels.classifier((32, 32, 1), 10), mymodels.gen((32, 32, 1), 2)
-    t = mytrainers.BackgroundTrainer(clf, 'heuristic', 'otsu', 'adv', gen, replay=0.25, history=50).history
+    t = mytrainers.BackgroundTrainer(clf, 'heuristic', 'otsu', 'adv', gen, replay=0.25, history=50).past
     ids = lambda: np.round(t.pool.numpy()[:, 0, 0, 0]).astype(int)
     for k in range(0, 1000, 4):   # 4 backgrounds a step, background k filled with the number k
         t.remember(tf.constant(np.arange(k, k + 4, dtype=np.float32)[:, None, None, None] * np.ones((1, 32, 32, 1), np.float32)))
@@ -456,8 +456,8 @@ def test_replay_step(mnist_small):
                                      history=8)
     t.compile(optimizer=keras.optimizers.SGD(1.0), gen_optimizer=keras.optimizers.SGD(1.0))
     P = np.random.default_rng(5).random((32, 32, 1)).astype(np.float32)
-    t.history.pool.assign(np.repeat(P[None], 8, 0))
-    t.history.seen.assign(8)
+    t.past.pool.assign(np.repeat(P[None], 8, 0))
+    t.past.seen.assign(8)
     u = tf.constant(np.linspace(0.01, 0.99, 16), tf.float32)
     own, replayed, fresh = (u < 0.25).numpy(), ((u >= 0.25) & (u < 0.75)).numpy(), (u >= 0.75).numpy()
     assert own.sum() and replayed.sum() and fresh.sum()
@@ -475,7 +475,7 @@ def test_replay_step(mnist_small):
     for m in (clf, gen):
         for w0, w, g in zip(start[m.name], m.trainable_variables, expected[m.name]):
             np.testing.assert_allclose(w0 - w.numpy(), g.numpy(), rtol=1e-3, atol=1e-6)
-    assert int(t.history.seen.numpy()) == 8 + fresh.sum()      # only the fresh ones are remembered
+    assert int(t.past.seen.numpy()) == 8 + fresh.sum()      # only the fresh ones are remembered
 
 
 def test_replay_waits_for_a_first_background(mnist_small):
@@ -486,6 +486,6 @@ def test_replay_waits_for_a_first_background(mnist_small):
     t.compile(optimizer=keras.optimizers.SGD(0.0), gen_optimizer=keras.optimizers.SGD(0.0))
     z = tf.random.normal([16, 4, mymodels.noise_size(t.gen)])
     t.train_step((tf.constant(X[:16]), z, tf.constant(np.full(16, 0.5, np.float32)), tf.constant(Y[:16])))
-    assert int(t.history.seen.numpy()) == 16
+    assert int(t.past.seen.numpy()) == 16
     t.train_step((tf.constant(X[:16]), z, tf.constant(np.full(16, 0.5, np.float32)), tf.constant(Y[:16])))
-    assert int(t.history.seen.numpy()) == 16   # now every one of them is replayed
+    assert int(t.past.seen.numpy()) == 16   # now every one of them is replayed

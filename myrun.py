@@ -24,6 +24,8 @@ import tensorflow as tf
 
 import mycli
 import mydatagen
+import mydatasets
+import mymodels
 from myfiles import atomic, fault, fault_armed, write_text
 from mymodels import ModelError, load, save
 
@@ -45,6 +47,27 @@ def setup(seed=mycli.SEED, strategy='default'):
     strategy = make_strategy(strategy)
     keras.utils.set_random_seed(seed)
     return strategy
+
+
+def start(args, masks=False):
+    """The beginning of every training script, after its arguments: seeds and strategy, the data
+    set (its --subset, --test-subset, --size; its own masks if asked for), the batch size checked
+    against it. Returns (strategy, data, training steps an epoch)."""
+    strategy = setup(args.seed, args.strategy)
+    data = mydatasets.dataset(args.dataset, args.subset, args.test_subset, args.size, masks)
+    mydatagen.check_batch(len(data.train[0]), args.batchsize)
+    check_replicas(strategy, args.batchsize)
+    return strategy, data, len(data.train[0]) // args.batchsize
+
+
+def prepare_classifier(model, lr, args, steps):
+    """A classifier compiled for a training run: Adam at `lr`, constant or decayed over the
+    run's args.epochs x `steps` (args.lr_schedule), as many steps a graph call as the epoch
+    allows, and the optimiser built (so that a checkpoint can be loaded into it)."""
+    mymodels.compile_classifier(model, mymodels.adam(lr, args.lr_schedule, args.epochs * steps),
+                                steps_per_execution(steps))
+    model.optimizer.build(model.trainable_variables)
+    return model
 
 
 def steps_per_execution(steps_per_epoch=None):

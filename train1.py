@@ -26,21 +26,13 @@ def main():
     output = mycli.output_file(args.output, f'{args.dataset}-phase1.keras')
 
     mycli.start_tensorflow()
-    import mydatagen
     import mymodels
     import myrun
-    strategy = myrun.setup(args.seed, args.strategy)
-    data = md.dataset(args.dataset, args.subset, args.test_subset, args.size)
-    mydatagen.check_batch(len(data.train[0]), args.batchsize)
-    myrun.check_replicas(strategy, args.batchsize)
-    steps = len(data.train[0]) // args.batchsize
-
+    strategy, data, steps = myrun.start(args)
     with strategy.scope():   # models and optimisers live on every replica
         model = mymodels.build_classifier(data.shape, data.classes, None if args.weights == 'none' else 'imagenet')
-        lr = args.lr or mymodels.LEARNING_RATE[mymodels.classifier_kind(data.shape)]
-        mymodels.compile_classifier(model, mymodels.adam(lr, args.lr_schedule, args.epochs * steps),
-                                    myrun.steps_per_execution(steps))
-        model.optimizer.build(model.trainable_variables)
+        myrun.prepare_classifier(model, args.lr or mymodels.LEARNING_RATE[mymodels.classifier_kind(data.shape)],
+                                 args, steps)
     config = {'dataset': args.dataset, 'batchsize': args.batchsize, 'lr': args.lr, 'subset': args.subset,
               'seed': args.seed, 'lr_schedule': args.lr_schedule, 'size': args.size}
     if args.lr_schedule != 'constant':

@@ -43,13 +43,9 @@ def main():
     import mymodels
     import myrun
     import mytrainers
-    strategy = myrun.setup(args.seed, args.strategy)
     # a folder data set with masks of its own: the U-Net's masks are checked against them
-    data = md.dataset(args.dataset, args.subset, args.test_subset, args.size, masks=myfolders.has_masks(args.dataset))
+    strategy, data, steps = myrun.start(args, masks=myfolders.has_masks(args.dataset))
     Xtr, Ytr = data.train
-    mydatagen.check_batch(len(Xtr), args.batchsize)
-    myrun.check_replicas(strategy, args.batchsize)
-    steps = len(Xtr) // args.batchsize
 
     with strategy.scope():   # models, optimisers and the training step live on every replica
         classifier = myrun.load_model(args.model, 'classifier', data)

@@ -71,13 +71,9 @@ def main():
     import mymodels
     import myrun
     import mytrainers
-    strategy = myrun.setup(args.seed, args.strategy)
     manual = args.unet_model == 'masks'   # the data set's own masks, augmented with their images
-    data = md.dataset(args.dataset, args.subset, args.test_subset, args.size, masks=manual)
+    strategy, data, steps = myrun.start(args, masks=manual)
     Xtr, Ytr = data.train
-    mydatagen.check_batch(len(Xtr), args.batchsize)
-    myrun.check_replicas(strategy, args.batchsize)
-    steps = len(Xtr) // args.batchsize
     total = args.epochs * steps   # a learning-rate schedule spans the whole run, for both players
 
     with strategy.scope():   # models, optimisers and the training step live on every replica

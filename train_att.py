@@ -47,24 +47,13 @@ def main():
     global_output = f'{stem}-global{ext}'
 
     mycli.start_tensorflow()
-    import mydatagen
     import mymodels
     import myrun
-    strategy = myrun.setup(args.seed, args.strategy)
-    data = md.dataset(args.dataset, args.subset, args.test_subset, args.size)
-    mydatagen.check_batch(len(data.train[0]), args.batchsize)
-    myrun.check_replicas(strategy, args.batchsize)
-    steps = len(data.train[0]) // args.batchsize
+    strategy, data, steps = myrun.start(args)
     config = {'dataset': args.dataset, 'batchsize': args.batchsize, 'lr': args.lr, 'subset': args.subset,
               'seed': args.seed, 'lr_schedule': args.lr_schedule, 'size': args.size}
     if args.lr_schedule != 'constant':
         config['epochs'] = args.epochs   # the schedule spans the run
-
-    def compiled(model, lr):
-        mymodels.compile_classifier(model, mymodels.adam(lr, args.lr_schedule, args.epochs * steps),
-                                    myrun.steps_per_execution(steps))
-        model.optimizer.build(model.trainable_variables)
-        return model
 
     # the global branch: given, or trained here exactly as phase 1 (a finished one is kept on --resume)
     if args.global_model or (args.resume and os.path.exists(global_output)):
@@ -74,12 +63,14 @@ def main():
         with strategy.scope():
             global_model = mymodels.build_classifier(data.shape, data.classes,
                                                      None if args.weights == 'none' else 'imagenet')
-            compiled(global_model, args.lr or mymodels.LEARNING_RATE[mymodels.classifier_kind(data.shape)])
+            myrun.prepare_classifier(global_model, args.lr or mymodels.LEARNING_RATE[mymodels.classifier_kind(data.shape)],
+                                     args, steps)
         myrun.train_classifier(global_model, data, global_output, config, args, strategy)
 
     with strategy.scope():   # the global branch frozen inside; the local branch and fusion learn
         crop = args.crop or data.shape[0] // 2
-        model = compiled(mymodels.attention(global_model, data.classes, args.tau, crop), args.lr or LR)
+        model = myrun.prepare_classifier(mymodels.attention(global_model, data.classes, args.tau, crop), args.lr or LR,
+                                         args, steps)
     config.update({'global_model': args.global_model or global_output, 'tau': args.tau, 'crop': args.crop})
     myrun.train_classifier(model, data, output, config, args, strategy)
 

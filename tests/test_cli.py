@@ -130,3 +130,19 @@ def test_default_outputs_are_made_named_ones_must_exist(tmp_path, monkeypatch):
     assert mycli.output_dir('pics') == 'pics'   # a named folder whose parent exists: made by the caller
     with pytest.raises(mycli.UserError, match='does not exist'):
         mycli.output_dir(os.path.join('no', 'such', 'pics'))
+
+
+def test_progress_reports_finished_steps():
+    """What reproduce.py's bars read: the steps finished in the run, after each graph call."""
+    import keras
+    import numpy as np
+    import myrun
+    r, w = os.pipe()
+    x = keras.Input((3,))
+    model = keras.Model(x, keras.layers.Dense(2)(x))
+    model.compile('sgd', 'mse', steps_per_execution=2)
+    data = np.zeros((8, 3), np.float32), np.zeros((8, 2), np.float32)
+    model.fit(*data, batch_size=2, epochs=2, verbose=0, callbacks=[myrun.Progress(w)])
+    os.close(w)
+    with os.fdopen(r) as f:
+        assert [int(line) for line in f] == [2, 4, 6, 8]

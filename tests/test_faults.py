@@ -86,7 +86,7 @@ def test_kill_anywhere_then_resume(phase, tmp_path, phase1_model):
 def test_reproduce_killed_at_random_moments(tmp_path, real_data):
     rng = random.Random('kills-reproduce')
     cmd = [sys.executable, os.path.join(ROOT, 'reproduce.py'), 'mnist', '--recipe', 'smoke', '--output', str(tmp_path)]
-    for _ in range(5):
+    for _ in range(3):
         rc, _, _ = run(cmd, kill_after=rng.uniform(4, 30))
     rc, out, err = run(cmd)
     assert rc == 0, err[-3000:]

@@ -4,7 +4,8 @@
 
 Measures the augmentation pipeline alone; a phase-1 step; a phase-2 step; phase-3 steps for the
 backgrounds black, noise, adv and the binarize modes otsu, quantile (heuristic masks), and adv with
-half the images keeping their own background (the fast recipe's --clean-share 0.5); evaluation
+half the images keeping their own background (--clean-share 0.5) and a quarter replayed (the fast
+recipe's --replay 0.25); a step of the attention-guided CNN baseline (train_att.py); evaluation
 (prediction); at batch sizes 8 (the paper's) and 128 (phase 1 also 512); and a pure-compute reference: the same
 phase-1 step fed from one batch already in memory, no augmentation. Also this machine's fp32
 matmul peak, each phase's training FLOPs per image and the share of the peak reached.
@@ -22,9 +23,9 @@ BATCH_SIZES = [8, 128]
 PEAK_BATCH = 512       # phase 1 only (not with --quick): the share of the matmul peak at a big batch
 SECONDS = 6.0          # timed window of the non-training measurements (--quick: 1)
 EVAL_BATCHSIZE = 1024
-# (background, binarize mode, clean share): the last is the fast recipe's phase 3 (half the images
-# keep their own background, and only the others' backgrounds are painted)
-PHASE3 = [('black', 'otsu', 0.0), ('noise', 'otsu', 0.0), ('adv', 'otsu', 0.0), ('adv', 'quantile', 0.0), ('adv', 'otsu', 0.5)]
+# (background, binarize mode, clean share, replay share): the last is the fast recipe's phase 3
+PHASE3 = [('black', 'otsu', 0.0, 0.0), ('noise', 'otsu', 0.0, 0.0), ('adv', 'otsu', 0.0, 0.0), ('adv', 'quantile', 0.0, 0.0),
+          ('adv', 'otsu', 0.5, 0.0), ('adv', 'otsu', 0.5, 0.25)]
 
 
 def main():
@@ -107,16 +108,22 @@ def main():
         t2.compile(optimizer=mymodels.adam(mymodels.LEARNING_RATE['unet']), steps_per_execution=spe)
         record('phase 2', bs, timed_fit(t2, mydatagen.batches(X, Y, bs, seed=0), bs), flops['phase2'])
 
-        for back, mode, share in (PHASE3 if not args.quick else PHASE3[2:3] + PHASE3[4:]):
+        for back, mode, share, replay in (PHASE3 if not args.quick else PHASE3[2:3] + PHASE3[4:]):
             gen = mymodels.gen(shape, 2) if back == 'adv' else None
             t3 = mytrainers.BackgroundTrainer(mymodels.classifier(shape, K), 'heuristic', mode, back, gen, 2, seed=0,
-                                              clean_share=share)
+                                              clean_share=share, replay=replay)
             t3.compile(optimizer=mymodels.adam(1e-3), steps_per_execution=spe,
                        gen_optimizer=mymodels.adam(mymodels.LEARNING_RATE['gen']) if gen else None)
-            # the generator paints (and is trained through) the share of the images not kept clean
-            f = flops['phase3 adv'] - share * 3 * gen_f if back == 'adv' else flops['phase3']
-            record(f'phase 3 {back} {mode}' + (f' clean {share:g}' if share else ''), bs,
-                   timed_fit(t3, t3.with_noise(mydatagen.batches(X, Y, bs, seed=0)), bs), f)
+            # the generator paints (and is trained through) the share of the images that get a fresh background
+            f = flops['phase3 adv'] - (share + replay) * 3 * gen_f if back == 'adv' else flops['phase3']
+            record(f'phase 3 {back} {mode}' + (f' clean {share:g}' if share else '') + (f' replay {replay:g}' if replay else ''),
+                   bs, timed_fit(t3, t3.with_noise(mydatagen.batches(X, Y, bs, seed=0)), bs), f)
+
+        att = mymodels.attention(classifier(), K, crop=shape[0] // 2)   # train_att.py's default crop
+        mymodels.compile_classifier(att, mymodels.adam(1e-3), spe)
+        record('attention-guided CNN (train_att.py)', bs, timed_fit(att, mydatagen.batches(X, Y, bs, seed=0), bs),
+               3 * (forward_flops(att) - forward_flops(mymodels.attention_features(clf))) + forward_flops(
+                   mymodels.attention_features(clf)))
 
     if not args.quick:
         bs = PEAK_BATCH

@@ -380,6 +380,7 @@ class PastBackgrounds(keras.layers.Layer):
                                     aggregation='only_first_replica', name='pool')
         self.seen = self.add_weight(shape=(), initializer='zeros', dtype='int64', trainable=False,
                                     aggregation='only_first_replica', name='seen')
+        self.built = True   # its state is made here, not in build()
 
     def empty(self):
         return tf.convert_to_tensor(self.seen) == 0

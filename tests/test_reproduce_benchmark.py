@@ -100,7 +100,8 @@ def test_benchmark_quick(real_data, tmp_path):
     cases = {(c['case'], c['batch']) for c in info['results']}
     assert ('phase 1', 8) in cases and ('phase 1, pure compute (reference)', 128) in cases
     assert ('phase 3 adv otsu', 8) in cases and ('augmentation pipeline', 128) in cases
-    assert ('phase 3 adv otsu clean 0.5', 8) in cases
+    assert ('phase 3 adv otsu clean 0.5', 8) in cases and ('phase 3 adv otsu clean 0.5 replay 0.25', 8) in cases
+    assert ('attention-guided CNN (train_att.py)', 8) in cases
     assert all(c['images_per_s'] > 0 for c in info['results'])
     assert info['matmul_peak_gflops'] > 0 and info['tensorflow']
     # measured the way the scripts run: TensorFlow started by mycli.start_tensorflow, oneDNN on

@@ -64,9 +64,11 @@ def _markdown(title, cols, names, results, paper):
     return lines + ['']
 
 
-def write_tables(out, dataset, recipe, results, settings, wall, seeds):
-    """table.md and table.csv; returns the text of table.md."""
-    paper = _paper_rows(dataset)
+def write_tables(out, dataset, recipe, results, settings, walls, evaluation):
+    """table.md and table.csv; returns the text of table.md. walls: each seed's training time
+    (s), evaluation: the time the table's evaluation took (s)."""
+    seeds, paper = list(walls), _paper_rows(dataset)
+    per_seed = f' ({", ".join(f"{w / 60:.1f}" for w in walls.values())})' if len(walls) > 1 else ''
     over = f'{len(seeds)} seeds ({", ".join(map(str, seeds))}): mean ± standard deviation' if len(seeds) > 1 \
         else f'seed {seeds[0]}'
     names = ['Clean'] + BACKGROUND_NAMES + ['Mean', 'Worst']
@@ -77,8 +79,9 @@ def write_tables(out, dataset, recipe, results, settings, wall, seeds):
     text += ['Accuracy (%) on the test set, clean and with each background; Mean: over the six backgrounds; '
              'Worst: test images classified correctly under all six.', '',
              f'Recipe: `{recipe}`; ' + '; '.join(f'{k}: `{" ".join(map(str, v))}`' for k, v in settings.items()),
-             f'Wall time: {wall / 60:.1f} min on {platform.node()} ({cpu()}, {os.cpu_count()} cores), '
-             f'Python {platform.python_version()}.', '']
+             f'Wall time: {(sum(walls.values()) + evaluation) / 60:.1f} min on {platform.node()} ({cpu()}, '
+             f'{os.cpu_count()} cores), Python {platform.python_version()}: training {sum(walls.values()) / 60:.1f} '
+             f'min{per_seed}, evaluation {evaluation / 60:.1f} min.', '']
     write_text(os.path.join(out, 'table.md'), '\n'.join(text))
     fmt = lambda v: '' if v is None else f'{v:.2f}'
     rows = ['training,seed,' + ','.join(COLUMNS + NOHALO)]

@@ -35,9 +35,9 @@ RECIPES = {
               'phase2': ['--epochs', 100, '--batchsize', 8],
               'phase3': ['--epochs', 100, '--batchsize', 8]},
     'fast': {'phase1': ['--epochs', 5, '--batchsize', 32, '--lr-schedule', 'cosine'],
-             'phase2': ['--epochs', 1, '--batchsize', 8, '--subset', 20000],
+             'phase2': ['--epochs', 1, '--batchsize', 8, '--subset', 20000, '--area', 0.12],
              'phase3': ['--epochs', 3, '--batchsize', 8, '--lr-schedule', 'cosine', '--gen-lr', 1e-4,
-                        '--clean-share', 0.5, '--average', 6000]},
+                        '--clean-share', 0.5, '--replay', 0.25, '--average', 6000]},
     'smoke': {'phase1': ['--epochs', 1, '--batchsize', 32, '--subset', 512, '--test-subset', 200],
               'phase2': ['--epochs', 1, '--batchsize', 32, '--subset', 256, '--test-subset', 200],
               'phase3': ['--epochs', 1, '--batchsize', 32, '--subset', 512, '--test-subset', 200,
@@ -193,8 +193,8 @@ def main():
 
     seeds = list(range(args.seed, args.seed + args.seeds))
     folders = {s: out if args.seeds == 1 else os.path.join(out, f'seed-{s}') for s in seeds}
-    wall = sum(train(data, folders[s], args.recipe, s, n_train, args.strategy, chief,
-                     label='' if args.seeds == 1 else f'seed {s}: ') for s in seeds)
+    walls = {s: train(data, folders[s], args.recipe, s, n_train, args.strategy, chief,
+                      label='' if args.seeds == 1 else f'seed {s}: ') for s in seeds}
     if not chief:
         print(f'this worker took part in every phase; the chief writes the models and {out}/table.md')
         return
@@ -208,13 +208,14 @@ def main():
         report_validation(out, data, folders, test_subset)
         return
     results, noise = {r: {} for r in ROWS}, {r: {} for r in ROWS}
+    t0 = time.time()
     for s, folder in folders.items():
         rows, sweep, images = evaluate({r: os.path.join(folder, f'{m}.keras') for r, m in ROWS.items()},
                                        args.dataset, test_subset)
         for r in ROWS:
             results[r][s], noise[r][s] = rows[r], sweep[r]
     import mybackgrounds
-    print(myreport.write_tables(out, data, args.recipe, results, RECIPES[args.recipe], wall, seeds))
+    print(myreport.write_tables(out, data, args.recipe, results, RECIPES[args.recipe], walls, time.time() - t0))
     myreport.figure(os.path.join(out, 'figure.png'), images, results)
     myreport.write_noise(out, mybackgrounds.NOISE_RATES, noise)
     print(f'wrote {out}/table.md, table.csv, figure.png, noise.csv, figure-noise.png')

@@ -12,6 +12,10 @@ sys.path.insert(0, ROOT)
 SHARED = os.path.join(os.path.dirname(ROOT), 'shared', 'datasets')
 if os.path.isdir(SHARED):
     os.environ.setdefault('BIAL_DATA_PATH', SHARED)
+# Relative folders (CI sets ../shared/datasets) are made absolute here: the slow tests run the
+# scripts in other working directories (a fresh copy of the repository), where they would not resolve.
+os.environ['BIAL_DATA_PATH'] = os.pathsep.join(
+    os.path.abspath(d) for d in os.environ.get('BIAL_DATA_PATH', '').split(os.pathsep) if d)
 
 import mycli  # noqa: E402
 

@@ -74,3 +74,20 @@ def smoke_chain(real_data, tmp_path_factory):
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     return {'dir': copy / 'runs' / 'mnist-smoke', 'stdout': r.stdout, 'stderr': r.stderr, 'copy': copy}
+
+
+@pytest.fixture(scope='session')
+def seed1_chain(real_data, tmp_path_factory):
+    """`reproduce.py mnist --recipe smoke --seed 1` killed (SIGKILL) twice at random, seeded
+    moments, then run again to the end. The fault test checks it; the two-seed table reuses it as
+    seed 1."""
+    import random
+    from helpers import run
+    d = tmp_path_factory.mktemp('seed1') / 'run'
+    cmd = [sys.executable, os.path.join(ROOT, 'reproduce.py'), 'mnist', '--recipe', 'smoke', '--seed', '1',
+           '--output', str(d)]
+    rng = random.Random('kills-reproduce')
+    for _ in range(2):
+        run(cmd, kill_after=rng.uniform(4, 30))
+    rc, out, err = run(cmd)
+    return {'dir': d, 'rc': rc, 'stdout': out, 'stderr': err}

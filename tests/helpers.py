@@ -32,3 +32,40 @@ def interruptible(cmd, **kw):
     KeyboardInterrupt), so the child's SIGINT is put back to the default first."""
     return subprocess.Popen(cmd, cwd=kw.pop('cwd', ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kw)
+
+
+def reuse_chain(src, dst, old, drop=(), replace=()):
+    """Copy a finished reproduce.py folder SRC (whose records name its models OLD/NAME.keras) to
+    DST, its records rewritten to name them where they now are, so that reproduce.py --output DST
+    skips those phases instead of training them again. DROP: phases (model names, e.g.
+    'attention') whose model and record are removed, so that they are trained again."""
+    import json
+    import shutil
+    shutil.copytree(src, dst)
+    text = (dst / 'done.json').read_text().replace(old, str(dst))
+    for a, b in replace:
+        text = text.replace(a, b)
+    done = json.loads(text)
+    for name in drop:
+        done.pop(str(dst / f'{name}.keras'))
+        for f in dst.glob(f'{name}*'):
+            f.unlink()
+    (dst / 'done.json').write_text(json.dumps(done))
+    return dst
+
+
+def run(cmd, fault=None, kill_after=None, **kw):
+    """Run CMD with BIAL_FAULT=FAULT, or SIGKILL it (and its children) after KILL_AFTER seconds;
+    returns (exit status, stdout, stderr)."""
+    env = dict(os.environ)
+    env.pop('BIAL_FAULT', None)
+    if fault:
+        env['BIAL_FAULT'] = fault
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True, **kw)
+    try:
+        out, err = p.communicate(timeout=kill_after)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+    return p.returncode, out, err

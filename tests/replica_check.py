@@ -81,7 +81,9 @@ def main():
     for name, make in cases.items():
         if CASES and name not in CASES:
             continue
-        for o in ('adam', 'sgd'):
+        # SGD shows a wrong gradient scaling (a step twice too long); Adam, which normalises it
+        # away, is checked once, on the case with two optimisers and replicas painting different numbers
+        for o in (('adam', 'sgd') if name == 'phase3_clean' else ('sgd',)):
             weights, moved = [], []
             for strategy in (default, mirrored):
                 with strategy.scope():

@@ -1,4 +1,4 @@
-"""The six test backgrounds, pixel by pixel, against SPEC.md's definitions written as loops."""
+"""The six test backgrounds, pixel by pixel, against the definitions of docs/method.md written as loops."""
 import numpy as np
 import pytest
 from skimage.draw import circle_perimeter, rectangle

@@ -121,9 +121,9 @@ def main():
 
         att = mymodels.attention(classifier(), K, crop=shape[0] // 2)   # train_att.py's default crop
         mymodels.compile_classifier(att, mymodels.adam(1e-3), spe)
+        frozen = forward_flops(mymodels.attention_features(clf))   # the global branch: forward only
         record('attention-guided CNN (train_att.py)', bs, timed_fit(att, mydatagen.batches(X, Y, bs, seed=0), bs),
-               3 * (forward_flops(att) - forward_flops(mymodels.attention_features(clf))) + forward_flops(
-                   mymodels.attention_features(clf)))
+               3 * (forward_flops(att) - frozen) + frozen)
 
     if not args.quick:
         bs = PEAK_BATCH

@@ -60,11 +60,11 @@ def start(args, masks=False):
     return strategy, data, len(data.train[0]) // args.batchsize
 
 
-def prepare_classifier(model, lr, args, steps):
-    """A classifier compiled for a training run: Adam at `lr`, constant or decayed over the
-    run's args.epochs x `steps` (args.lr_schedule), as many steps a graph call as the epoch
-    allows, and the optimiser built (so that a checkpoint can be loaded into it)."""
-    mymodels.compile_classifier(model, mymodels.adam(lr, args.lr_schedule, args.epochs * steps),
+def prepare_classifier(model, default_lr, args, steps):
+    """A classifier compiled for a training run: Adam at --lr (else `default_lr`), constant or
+    decayed over the run's args.epochs x `steps` (args.lr_schedule), as many steps a graph call as
+    the epoch allows, and the optimiser built (so that a checkpoint can be loaded into it)."""
+    mymodels.compile_classifier(model, mymodels.adam(args.lr or default_lr, args.lr_schedule, args.epochs * steps),
                                 steps_per_execution(steps))
     model.optimizer.build(model.trainable_variables)
     return model

@@ -31,8 +31,7 @@ def main():
     strategy, data, steps = myrun.start(args)
     with strategy.scope():   # models and optimisers live on every replica
         model = mymodels.build_classifier(data.shape, data.classes, None if args.weights == 'none' else 'imagenet')
-        myrun.prepare_classifier(model, args.lr or mymodels.LEARNING_RATE[mymodels.classifier_kind(data.shape)],
-                                 args, steps)
+        myrun.prepare_classifier(model, mymodels.LEARNING_RATE[mymodels.classifier_kind(data.shape)], args, steps)
     config = {'dataset': args.dataset, 'batchsize': args.batchsize, 'lr': args.lr, 'subset': args.subset,
               'seed': args.seed, 'lr_schedule': args.lr_schedule, 'size': args.size}
     if args.lr_schedule != 'constant':

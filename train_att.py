@@ -63,14 +63,12 @@ def main():
         with strategy.scope():
             global_model = mymodels.build_classifier(data.shape, data.classes,
                                                      None if args.weights == 'none' else 'imagenet')
-            myrun.prepare_classifier(global_model, args.lr or mymodels.LEARNING_RATE[mymodels.classifier_kind(data.shape)],
-                                     args, steps)
+            myrun.prepare_classifier(global_model, mymodels.LEARNING_RATE[mymodels.classifier_kind(data.shape)], args, steps)
         myrun.train_classifier(global_model, data, global_output, config, args, strategy)
 
     with strategy.scope():   # the global branch frozen inside; the local branch and fusion learn
         crop = args.crop or data.shape[0] // 2
-        model = myrun.prepare_classifier(mymodels.attention(global_model, data.classes, args.tau, crop), args.lr or LR,
-                                         args, steps)
+        model = myrun.prepare_classifier(mymodels.attention(global_model, data.classes, args.tau, crop), LR, args, steps)
     config.update({'global_model': args.global_model or global_output, 'tau': args.tau, 'crop': args.crop})
     myrun.train_classifier(model, data, output, config, args, strategy)
 

@@ -9,9 +9,7 @@ import sys
 
 import pytest
 
-from helpers import ROOT, csv_numbers, one_line_error, reuse_chain, script
-
-pytestmark = pytest.mark.slow
+from helpers import ROOT, csv_numbers, inprocess, one_line_error, reuse_chain, script
 
 SMALL = ['--subset', 256, '--test-subset', 64, '--batchsize', 16, '--seed', 1]
 
@@ -23,6 +21,7 @@ def env(**kw):
     return e
 
 
+@pytest.mark.slow
 def test_mirrored_step_equals_default(real_data):
     """Each phase (phase 3 also with its white-background penalty active, and with half the images
     keeping their own background, so the replicas paint different numbers), two steps through
@@ -55,6 +54,7 @@ def mirrored_chain(real_data, tmp_path_factory):
     return d, runs
 
 
+@pytest.mark.slow
 def test_every_phase_runs_mirrored(mirrored_chain):
     import mymodels
     d, runs = mirrored_chain
@@ -68,6 +68,7 @@ def test_every_phase_runs_mirrored(mirrored_chain):
     assert (d / 'p3-back.keras').exists() and not (d / 'p3-checkpoint').exists()
 
 
+@pytest.mark.slow
 def test_batch_must_split_evenly(real_data, tmp_path):
     r = script('train1.py', 'mnist_backgrounds', '--strategy', 'mirrored', '--batchsize', 15, '--subset', 256,
                '--output', tmp_path / 'p.keras', env=env(BIAL_CPU_DEVICES=2))
@@ -78,10 +79,13 @@ def test_batch_must_split_evenly(real_data, tmp_path):
 @pytest.mark.parametrize('config, says', [(None, 'needs TF_CONFIG'), ('{"cluster": ', 'not a usable cluster'),
                                           ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", '
                                            '"index": 3}}', 'no worker number 3')])
-def test_multiworker_needs_a_cluster(tmp_path, config, says):
-    e = env(**({'TF_CONFIG': config} if config else {}))
-    r = script('train1.py', 'mnist_backgrounds', '--strategy', 'multiworker', '--output', tmp_path / 'p.keras', env=e)
+def test_multiworker_needs_a_cluster(tmp_path, config, says, monkeypatch):
+    """Unit tier: in-process, the cluster description is checked before any strategy is made."""
+    monkeypatch.delenv('TF_CONFIG', raising=False)
+    r = inprocess('train1.py', 'mnist_backgrounds', '--strategy', 'multiworker', '--output', tmp_path / 'p.keras',
+                  env={'TF_CONFIG': config} if config else None)
     assert says in one_line_error(r)
+    assert not list(tmp_path.iterdir())
 
 
 def free_ports(n):
@@ -110,6 +114,7 @@ def two_workers(name, *args, timeout=600):
             p.kill()
 
 
+@pytest.mark.slow
 def test_multiworker_phases_1_and_3(real_data, tmp_path):
     import mymodels
     p1, p3 = tmp_path / 'p1.keras', tmp_path / 'p3.keras'
@@ -132,6 +137,7 @@ def test_multiworker_phases_1_and_3(real_data, tmp_path):
     assert sorted(f.name for f in tmp_path.iterdir()) == ['p1-log.csv', 'p1.keras', 'p3-back.keras', 'p3-log.csv', 'p3.keras']
 
 
+@pytest.mark.slow
 def test_reproduce_multiworker(smoke_chain, tmp_path):
     """reproduce.py with two workers: the smoke chain copied without its last phase (the attention
     baseline), which both workers then train together; the chief alone writes the tables."""

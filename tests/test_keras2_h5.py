@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import ROOT, script
+from helpers import ROOT, inprocess, script
 
 KINDS = {'clf': 'classifier', 'unet': 'unet', 'gen': 'gen', 'vgg': 'classifier'}
 
@@ -32,15 +32,15 @@ def test_load_predicts_as_keras2(keras2, name):
 
 @pytest.mark.slow
 def test_scripts_accept_keras2_files(keras2, real_data, tmp_path):
-    r = script('evaluate.py', 'mnist_backgrounds', keras2 / 'clf.h5', '--subset', 100, '--test-subset', 50)
+    r = inprocess('evaluate.py', 'mnist_backgrounds', keras2 / 'clf.h5', '--subset', 100, '--test-subset', 50)
     assert r.returncode == 0, r.stderr
     assert len(r.stdout.strip().split(',')) == 8
     r = script('train3.py', 'mnist_backgrounds', keras2 / 'clf.h5', keras2 / 'unet.h5', 'otsu', 'adv',
                '--epochs', 1, '--subset', 64, '--test-subset', 32, '--batchsize', 32, '--output', tmp_path / 'p3.h5')
     assert r.returncode == 0, r.stderr
     assert (tmp_path / 'p3.h5').exists() and (tmp_path / 'p3-back.h5').exists()
-    r = script('evaluate.py', 'mnist_backgrounds', tmp_path / 'p3.h5', '--subset', 100, '--test-subset', 50)
+    r = inprocess('evaluate.py', 'mnist_backgrounds', tmp_path / 'p3.h5', '--subset', 100, '--test-subset', 50)
     assert r.returncode == 0, r.stderr
-    r = script('evaluate_seg.py', 'mnist_backgrounds', keras2 / 'unet.h5', '--subset', 5, '--output', tmp_path / 'seg')
+    r = inprocess('evaluate_seg.py', 'mnist_backgrounds', keras2 / 'unet.h5', '--subset', 5, '--output', tmp_path / 'seg')
     assert r.returncode == 0, r.stderr
     assert len(os.listdir(tmp_path / 'seg')) == 5

@@ -13,7 +13,7 @@ import mydatasets
 import mymodels
 import myrun
 import mytrainers
-from helpers import csv_numbers, one_line_error, script
+from helpers import csv_numbers, inprocess, one_line_error, script
 
 SMALL = ['--subset', 64, '--test-subset', 64, '--batchsize', 32, '--seed', 1]
 
@@ -47,11 +47,11 @@ def test_evaluate_gives_what_phase3_reported(smoke_chain):
     d, lines = smoke_chain['dir'], phase_lines(smoke_chain)
     # (the attention model: test_attention_baseline_end_to_end)
     for name, phase in [('phase3-heuristic', 'phase 3 (heuristic mask)'), ('phase3-unet', 'phase 3 (U-Net mask)')]:
-        r = script('evaluate.py', 'mnist_backgrounds', d / f'{name}.keras', '--subset', 512, '--test-subset', 200)
+        r = inprocess('evaluate.py', 'mnist_backgrounds', d / f'{name}.keras', '--subset', 512, '--test-subset', 200)
         assert r.returncode == 0, r.stderr
         # evaluate prints the accuracies alone, the same numbers phase 3 reported
         assert [float(v) for v in r.stdout.strip().split(',')] == csv_numbers(lines[phase])
-    r = script('evaluate.py', 'mnist_backgrounds', d / 'phase1.keras', '--test-subset', 100, '--subset', 10,
+    r = inprocess('evaluate.py', 'mnist_backgrounds', d / 'phase1.keras', '--test-subset', 100, '--subset', 10,
                '--no-halo', '--names')
     assert r.returncode == 0, r.stderr
     header, values = r.stdout.strip().splitlines()
@@ -71,7 +71,7 @@ def test_attention_baseline_end_to_end(smoke_chain, tmp_path):
     first, second = [l for l in r.stdout.splitlines() if l.startswith('train_att.py')]
     assert csv_numbers(first) == csv_numbers(phase_lines(smoke_chain)['phase 1'])   # exactly phase 1
     assert (tmp_path / 'att-global.keras').exists() and (tmp_path / 'att.keras').exists()
-    ev = script('evaluate.py', 'mnist_backgrounds', tmp_path / 'att.keras', '--subset', 512, '--test-subset', 200)
+    ev = inprocess('evaluate.py', 'mnist_backgrounds', tmp_path / 'att.keras', '--subset', 512, '--test-subset', 200)
     assert [float(v) for v in ev.stdout.split(',')] == csv_numbers(second)
     r = script('train_att.py', 'mnist_backgrounds', '--global-model', smoke_chain['dir'] / 'phase1.keras', '--tau', 0.5,
                '--crop', 8, *small[:-2], '--output', tmp_path / 'att2.h5')
@@ -100,7 +100,7 @@ def test_pictures(smoke_chain, tmp_path):
 @pytest.mark.slow
 def test_evaluate_seg(smoke_chain, tmp_path):
     import imageio.v3 as iio
-    r = script('evaluate_seg.py', 'mnist_backgrounds', smoke_chain['dir'] / 'phase2.keras', '--subset', 20,
+    r = inprocess('evaluate_seg.py', 'mnist_backgrounds', smoke_chain['dir'] / 'phase2.keras', '--subset', 20,
                '--output', tmp_path / 'seg')
     assert r.returncode == 0, r.stderr
     files = sorted(os.listdir(tmp_path / 'seg'))
@@ -240,13 +240,13 @@ def bad_cases(m, o):
 CASES = list(bad_cases(__import__('pathlib').Path('/M'), __import__('pathlib').Path('/O/out.keras')))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize('i', range(len(CASES)), ids=[c[0] for c in CASES])
 def test_bad_input(i, models, tmp_path, real_data):
+    """In-process (the one-line contract of a real process: test_cli.py, test_folders.py)."""
     import re
     out = tmp_path / 'out.keras'
     _, args, pattern = list(bad_cases(models, out))[i]
-    r = script(*args)
+    r = inprocess(*args)
     line = one_line_error(r)
     assert re.search(pattern, line), line
     assert sorted(os.listdir(tmp_path)) == [], os.listdir(tmp_path)   # nothing written

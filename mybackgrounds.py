@@ -170,9 +170,14 @@ def apply_background(X, b, halo=HALO):
     """Put background b (H, W) behind grayscale images X (N, H, W, 1): keep X on its ink
     dilated by a disk of radius `halo` (the paper's test: 2, which leaves a dark rim around the
     object; 0: the background reaches the ink), take b elsewhere. Returns a new float32 array."""
+    return apply_backgrounds(X, [b], halo)[0]
+
+
+def apply_backgrounds(X, backgrounds, halo=HALO):
+    """apply_background for each of several backgrounds; the dilated ink is computed once."""
     X = np.asarray(X, np.float32)
     keep = foreground(X, halo)[..., None]
-    return np.where(keep, X, np.asarray(b, np.float32)[None, :, :, None])
+    return [np.where(keep, X, np.asarray(b, np.float32)[None, :, :, None]) for b in backgrounds]
 
 
 def main():

@@ -411,12 +411,13 @@ def with_backgrounds(X, Y, patterns=None, halo=mybackgrounds.HALO):
     """The clean test set, then the same images with each background of `patterns` (default:
     the paper's six), pasted outside the ink dilated by `halo` (0: no dark rim)."""
     patterns = patterns or mybackgrounds.BACKGROUNDS
-    return [(X, Y)] + [(mybackgrounds.apply_background(X, f(X.shape[1]), halo), Y) for f in patterns.values()]
+    backs = [f(X.shape[1]) for f in patterns.values()]
+    return [(X, Y)] + [(B, Y) for B in mybackgrounds.apply_backgrounds(X, backs, halo)]
 
 
 def with_noises(X, Y):
-    return [(mybackgrounds.apply_background(X, mybackgrounds.salt_pepper(X.shape[1], r)), Y)
-            for r in mybackgrounds.NOISE_RATES]
+    backs = [mybackgrounds.salt_pepper(X.shape[1], r) for r in mybackgrounds.NOISE_RATES]
+    return [(B, Y) for B in mybackgrounds.apply_backgrounds(X, backs)]
 
 
 def mnist_backgrounds():

@@ -12,8 +12,8 @@ Columns: the clean test set, the six backgrounds, their mean, and Worst (the sha
 images classified correctly under all six); then the six again without the dark rim that the
 paper's test leaves around the digit; and the salt-and-pepper sweep (noise.csv, figure-noise.png).
 Each phase runs as its own script (train1/2/3.py), so its model can be used by hand; running the
-same command again skips the phases already done with the same settings, and after Ctrl-C or a
-crash it continues where it stopped. --validation trains on the first 55,000 training images
+same command again skips the phases already done with the same settings (and the evaluation of
+models already evaluated), and after Ctrl-C or a crash it continues where it stopped. --validation trains on the first 55,000 training images
 and evaluates on the last 5,000 with the validation backgrounds instead: how recipes are chosen,
 without the test set.
 """
@@ -44,6 +44,7 @@ RECIPES = {
                          '--clean-share', 0.25, '--average', 8]},
 }
 MASK_MODE = 'otsu'   # binarization of the masks in phase 3
+EVALUATION = 1       # version of the evaluation: a change of what is evaluated invalidates evaluation.json
 ROWS = {'Traditional': 'phase1', 'Proposal (heuristic mask)': 'phase3-heuristic', 'Proposal (U-Net mask)': 'phase3-unet',
         'Attention-guided CNN': 'attention'}
 
@@ -149,20 +150,32 @@ def train(data, out, recipe, seed, n_train, strategy, chief, label=''):
     return wall + time.time() - t0
 
 
-def evaluate(models, test, test_subset, eval_batchsize=1024):
+def evaluate(folder, models, test, test_subset, eval_batchsize=1024):
     """Per row: the table's columns (clean, the six backgrounds, mean, worst, and the same
-    without the rim) and the accuracy on each of the 20 salt-and-pepper test sets."""
+    without the rim) and the accuracy on each of the 20 salt-and-pepper test sets; and the first
+    image of the clean set and of each background, for the figure. A row's results are kept in
+    FOLDER/evaluation.json under its model file's size and time: running the command again (or
+    with more seeds) evaluates only models that are new since."""
     import mymodels
     import myreport
     import myrun
-    data = md.with_nohalo(md.dataset(f'{test}_backgrounds', 1, test_subset))
-    noises = md.dataset(f'{test}_noises', 1, test_subset)
-    evaluator = myrun.Evaluator(data.tests + noises.tests, eval_batchsize)
-    rows, noise = {}, {}
+    from myfiles import write_text
+    cache_path = os.path.join(folder, 'evaluation.json')
+    cache = json.load(open(cache_path)) if os.path.exists(cache_path) else {}
+    data = md.dataset(f'{test}_backgrounds', 1, test_subset)
+    rows, noise, evaluator = {}, {}, None
     for row, path in models.items():
-        hits = evaluator.hits(mymodels.load(path, 'classifier', data.shape, data.classes))
-        rows[row] = myreport.columns([hits[n] for n, _ in data.tests])
-        noise[row] = [100 * hits[n].mean() for n, _ in noises.tests]
+        st = os.stat(path)
+        key = f'{os.path.basename(path)} {st.st_size} {st.st_mtime_ns} {test} {test_subset} {EVALUATION}'
+        if cache.get(row, {}).get('key') != key:
+            if evaluator is None:   # the 33 test sets, built only when a model needs them
+                sets = md.with_nohalo(data).tests + md.dataset(f'{test}_noises', 1, test_subset).tests
+                evaluator = myrun.Evaluator(sets, eval_batchsize)
+            hits = evaluator.hits(mymodels.load(path, 'classifier', data.shape, data.classes))
+            cache[row] = {'key': key, 'columns': myreport.columns([hits[n] for n, _ in sets[:13]]),
+                          'noise': [100 * float(hits[n].mean()) for n, _ in sets[13:]]}
+            write_text(cache_path, json.dumps(cache, indent=1))
+        rows[row], noise[row] = cache[row]['columns'], cache[row]['noise']
     return rows, noise, [X[0] for _, (X, _) in data.tests[:7]]
 
 
@@ -210,7 +223,7 @@ def main():
     results, noise = {r: {} for r in ROWS}, {r: {} for r in ROWS}
     t0 = time.time()
     for s, folder in folders.items():
-        rows, sweep, images = evaluate({r: os.path.join(folder, f'{m}.keras') for r, m in ROWS.items()},
+        rows, sweep, images = evaluate(folder, {r: os.path.join(folder, f'{m}.keras') for r, m in ROWS.items()},
                                        args.dataset, test_subset)
         for r in ROWS:
             results[r][s], noise[r][s] = rows[r], sweep[r]

@@ -1,6 +1,6 @@
 """tf.distribute: MirroredStrategy over 2 logical CPU devices gives the same training steps as one
 device; every phase script runs under it; MultiWorkerMirroredStrategy with two worker processes
-on 127.0.0.1 (phases 1 and 3, and reproduce.py) finishes, the workers agree, only the chief writes."""
+on 127.0.0.1 (phase 3 alone, and reproduce.py training phase 1) finishes, the workers agree, only the chief writes."""
 import json
 import os
 import socket
@@ -115,41 +115,44 @@ def two_workers(name, *args, timeout=600):
 
 
 @pytest.mark.slow
-def test_multiworker_phases_1_and_3(real_data, tmp_path):
+def test_multiworker_phase3(smoke_chain, tmp_path):
+    """Phase 3 (the adversarial game) under two workers, from the smoke chain's phase-1 model:
+    every epoch's figures agree between the workers; only the chief writes. (Phase 1 under two
+    workers: test_reproduce_multiworker.)"""
     import mymodels
-    p1, p3 = tmp_path / 'p1.keras', tmp_path / 'p3.keras'
-    common = ['--strategy', 'multiworker', '--epochs', 2, *SMALL]
-    (o0, o1), rcs = two_workers('train1.py', 'mnist_backgrounds', *common, '--output', p1)
-    assert rcs == [0, 0], (o0[1][-2000:], o1[1][-2000:])
-    assert o0[0].strip().splitlines()[-1] == o1[0].strip().splitlines()[-1]   # the workers agree
-    assert 'saved' in o0[1] and 'not the chief' in o1[1]
-    mymodels.load(str(p1), 'classifier', (32, 32, 1), 10)
-
-    (o0, o1), rcs = two_workers('train3.py', 'mnist_backgrounds', p1, 'heuristic', 'otsu', 'adv', *common, '--output', p3)
+    p3 = tmp_path / 'p3.keras'
+    (o0, o1), rcs = two_workers('train3.py', 'mnist_backgrounds', smoke_chain['dir'] / 'phase1.keras', 'heuristic',
+                                'otsu', 'adv', '--strategy', 'multiworker', '--epochs', 2, *SMALL, '--output', p3)
     assert rcs == [0, 0], (o0[1][-2000:], o1[1][-2000:])
     lines = [o[0].strip().splitlines() for o in (o0, o1)]
     assert lines[0][-1] == lines[1][-1]
     epochs = [[l.split('/step - ', 1)[1] for l in ls if 'acc_clean' in l] for ls in lines]   # every epoch agrees
     assert len(epochs[0]) == 2 and epochs[0] == epochs[1]
+    assert 'saved' in o0[1] and 'not the chief' in o1[1]
     mymodels.load(str(p3), 'classifier', (32, 32, 1), 10)
-    assert (tmp_path / 'p3-back.keras').exists()
-    # only the chief wrote: one model of each, one log; no checkpoints or temporary files left
-    assert sorted(f.name for f in tmp_path.iterdir()) == ['p1-log.csv', 'p1.keras', 'p3-back.keras', 'p3-log.csv', 'p3.keras']
+    # only the chief wrote: the model, its generator, one log; no checkpoints or temporary files left
+    assert sorted(f.name for f in tmp_path.iterdir()) == ['p3-back.keras', 'p3-log.csv', 'p3.keras']
 
 
 @pytest.mark.slow
 def test_reproduce_multiworker(smoke_chain, tmp_path):
-    """reproduce.py with two workers: the smoke chain copied without its last phase (the attention
-    baseline), which both workers then train together; the chief alone writes the tables."""
-    out = reuse_chain(smoke_chain['dir'], tmp_path / 'run', 'runs/mnist-smoke', drop=['attention'])
+    """reproduce.py with two workers: the smoke chain copied without its phase 1, which both
+    workers then train together (train1.py under MultiWorkerMirroredStrategy: the later phases
+    are recorded as done and skipped); the chief alone writes the model and the tables, and
+    evaluates again only the new phase-1 model."""
+    out = reuse_chain(smoke_chain['dir'], tmp_path / 'run', 'runs/mnist-smoke', drop=['phase1'])
     for f in out.glob('table*'):
         f.unlink()
+    old = json.loads((out / 'evaluation.json').read_text())
     (o0, o1), rcs = two_workers('reproduce.py', 'mnist', '--recipe', 'smoke', '--strategy', 'multiworker',
                                 '--output', out)
     assert rcs == [0, 0], (o0[1][-2000:], o1[1][-2000:])
     assert 'wrote' in o0[0] and 'the chief writes' in o1[0]
-    assert [l.split(':')[0] for l in o0[0].splitlines() if '.py-' in l] == ['attention-guided CNN']   # only it trained
+    assert [l.split(':')[0] for l in o0[0].splitlines() if '.py-' in l] == ['phase 1']   # only it trained
+    assert [l for l in o1[0].splitlines() if '.py-' in l] == [l for l in o0[0].splitlines() if '.py-' in l]  # agreed
     table = (out / 'table.md').read_text()
     assert table.count('| Proposal (') == 4 and table.count('| Traditional |') == 2   # both tables
-    assert all((out / f).exists() for f in ['phase1.keras', 'phase2.keras', 'phase3-heuristic.keras',
+    assert all((out / f).exists() for f in ['phase1.keras', 'phase1-log.csv', 'phase2.keras', 'phase3-heuristic.keras',
                                              'phase3-unet.keras', 'attention.keras', 'figure.png', 'table.csv'])
+    new = json.loads((out / 'evaluation.json').read_text())
+    assert [row for row in new if new[row] != old[row]] == ['Traditional']

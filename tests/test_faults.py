@@ -1,5 +1,6 @@
 """Faults: SIGKILL at chosen and at random (seeded) moments of every phase and of reproduce.py,
-then the same command again; Ctrl-C; an output folder that turns read-only; a corrupt checkpoint;
+then the same command again (phase 3, with replay and weight averaging, then ends exactly where
+an uninterrupted run ends, and saves the averaged weights); Ctrl-C; an output folder that turns read-only; a corrupt checkpoint;
 a loss that turns NaN. (Truncated data-cache files: test_datasets_real and test_downloads.)"""
 import os
 import random
@@ -12,12 +13,13 @@ import time
 import numpy as np
 import pytest
 
-from helpers import ROOT, interruptible, one_line_error, run
+from helpers import ROOT, csv_numbers, interruptible, one_line_error, run
 
 pytestmark = pytest.mark.slow
 
 COMMON = ['--epochs', 3, '--subset', 96, '--test-subset', 32, '--batchsize', 32, '--seed', 0]
-KILL_POINTS = ['checkpoint-write@1', 'checkpoint-renamed@2', 'random', 'final-save', 'before-finish']
+POINTS = {'phase1': ['final-save', 'before-finish'], 'phase2': ['checkpoint-renamed@2', 'random'],
+          'phase3': ['checkpoint-write@1', 'checkpoint-renamed@2', 'random']}
 
 
 @pytest.fixture(scope='module')
@@ -32,8 +34,20 @@ def command(phase, d, p1):
     out = d / 'm.keras'
     head = {'phase1': ['train1.py', 'mnist'],
             'phase2': ['train2.py', 'mnist', p1, 'otsu'],
-            'phase3': ['train3.py', 'mnist', p1, 'heuristic', 'otsu', 'adv']}[phase]
+            # phase 3 with every piece of state a checkpoint must carry: the generator, its
+            # optimizer, the pool of past backgrounds and the running average of the weights
+            'phase3': ['train3.py', 'mnist', p1, 'heuristic', 'otsu', 'adv', '--clean-share', 0.25, '--replay', 0.25,
+                       '--history', 64, '--average', 5]}[phase]
     return [sys.executable, os.path.join(ROOT, head[0])] + [str(a) for a in head[1:] + COMMON + ['--output', out]]
+
+
+@pytest.fixture(scope='module')
+def phase3_whole(tmp_path_factory, phase1_model):
+    """Phase 3 (the command of `command`) run once without interruption: (folder, its CSV line)."""
+    d = tmp_path_factory.mktemp('whole')
+    rc, out, err = run(command('phase3', d, phase1_model))
+    assert rc == 0, err[-3000:]
+    return d, out.strip().splitlines()[-1]
 
 
 def leftovers(d):
@@ -50,12 +64,13 @@ def check_finished(d, epochs=3):
 
 
 @pytest.mark.parametrize('phase', ['phase1', 'phase2', 'phase3'])
-def test_kill_anywhere_then_resume(phase, tmp_path, phase1_model):
+def test_kill_anywhere_then_resume(phase, tmp_path, phase1_model, request):
     rng = random.Random(f'kills-{phase}')   # seeded: a failure replays
     cmd = command(phase, tmp_path, phase1_model)
-    # the checkpoint and save code is shared by the phases (myrun): phase 3, whose state is the
-    # largest, is killed at every point; phases 1 and 2 after a checkpoint and at a random moment
-    points = KILL_POINTS if phase == 'phase3' else ['checkpoint-renamed@2', 'random']
+    # the checkpoint and save code is shared by the phases (myrun), so each point is tried in one
+    # phase: phase 3, whose state is the largest, in the middle of writing and after a checkpoint
+    # and at a random moment; phase 2 after a checkpoint and at random; phase 1 at the final save
+    points = POINTS[phase]
     for i, point in enumerate(points):
         args = cmd + (['--resume'] if i else [])
         if point == 'random':
@@ -66,9 +81,25 @@ def test_kill_anywhere_then_resume(phase, tmp_path, phase1_model):
         if (tmp_path / 'm.keras').exists():     # a model under its real name is always whole
             import keras
             keras.models.load_model(tmp_path / 'm.keras')
-    rc, _, err = run(cmd + ['--resume'])
+    rc, out, err = run(cmd + ['--resume'])
     assert rc == 0, err[-3000:]
     check_finished(tmp_path)
+    if phase == 'phase3':   # resumed three times, it ends exactly where the uninterrupted run does
+        whole = request.getfixturevalue('phase3_whole')[1]
+        assert csv_numbers(out.strip().splitlines()[-1]) == csv_numbers(whole)
+
+
+def test_phase3_saves_the_averaged_weights(phase3_whole):
+    """--average: the averaged weights are what the last epoch's report evaluated and what is saved."""
+    import keras
+    import mydatasets
+    import myrun
+    d, _ = phase3_whole
+    log = (d / 'm-log.csv').read_text().splitlines()
+    header, last = log[0].split(','), log[-1].split(',')
+    train = mydatasets.dataset('mnist', 96, 32).train
+    acc = myrun.Evaluator([('train', train)])(keras.models.load_model(d / 'm.keras'))['train']
+    assert acc == pytest.approx(float(last[header.index('acc_train')]), abs=1e-9)
 
 
 def test_reproduce_killed_at_random_moments(seed1_chain):

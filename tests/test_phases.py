@@ -334,31 +334,6 @@ def test_weight_average(mnist_small):
     assert all(np.allclose(w.numpy(), e, atol=1e-6) for w, e in zip(clf.weights, expected))
 
 
-@pytest.mark.slow
-def test_phase3_average_resumes_and_saves_the_average(smoke_chain, tmp_path):
-    """--clean-share, --replay and --average through train3.py: the averaged weights are what is
-    evaluated and saved, and they and the pool of past backgrounds survive an interruption (a
-    resumed run ends where the whole one does)."""
-    common = ['mnist_backgrounds', smoke_chain['dir'] / 'phase1.keras', 'heuristic', 'otsu', 'adv', '--clean-share', 0.25,
-              '--replay', 0.25, '--history', 64, '--average', 5, '--subset', 256, '--test-subset', 64, '--batchsize', 32,
-              '--seed', 2]
-    whole = script('train3.py', *common, '--epochs', 2, '--output', tmp_path / 'whole.keras')
-    assert whole.returncode == 0, whole.stderr
-    env = dict(os.environ, BIAL_FAULT='checkpoint-renamed@1')
-    killed = script('train3.py', *common, '--epochs', 2, '--output', tmp_path / 'cut.keras', env=env)
-    assert killed.returncode != 0 and not (tmp_path / 'cut.keras').exists()
-    resumed = script('train3.py', *common, '--epochs', 2, '--output', tmp_path / 'cut.keras', '--resume')
-    assert resumed.returncode == 0, resumed.stderr
-    assert csv_numbers(resumed.stdout.strip().splitlines()[-1]) == csv_numbers(whole.stdout.strip().splitlines()[-1])
-    # the saved classifier is the averaged one, the one the last epoch's evaluation reported
-    log = (tmp_path / 'whole-log.csv').read_text().splitlines()
-    header, last = log[0].split(','), log[-1].split(',')
-    train = mydatasets.dataset('mnist_backgrounds', 256, 64).train
-    clf = keras.models.load_model(tmp_path / 'whole.keras')
-    acc = myrun.Evaluator([('train', train)])(clf)['train']
-    assert acc == pytest.approx(float(last[header.index('acc_train')]), abs=1e-9)
-
-
 @pytest.mark.parametrize('white', [False, True])
 @pytest.mark.parametrize('clean', ['none', 'some', 'all'])
 def test_phase3_step_gradients(mnist_small, white, clean):

@@ -2,6 +2,7 @@
 the tables, the figures, the noise sweep; skip when re-run; several seeds; the validation
 protocol. benchmark.py --quick runs and writes its JSON. No speed is asserted here."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -39,11 +40,13 @@ def test_reproduce_smoke_in_a_fresh_copy(smoke_chain):
 
 def test_reproduce_again_skips_every_phase(smoke_chain):
     out = smoke_chain['dir']
-    before = {f: (out / f).stat().st_mtime_ns for f in ('phase1.keras', 'phase3-unet.keras')}
+    before = {f: (out / f).stat().st_mtime_ns for f in ('phase1.keras', 'phase3-unet.keras', 'evaluation.json')}
+    table = (out / 'table.csv').read_text()
     r = script('reproduce.py', 'mnist', '--recipe', 'smoke', cwd=smoke_chain['copy'], timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert {f: (out / f).stat().st_mtime_ns for f in before} == before
+    assert {f: (out / f).stat().st_mtime_ns for f in before} == before   # nor evaluated again
     assert not any('.py-' in l for l in r.stdout.splitlines())   # no phase ran
+    assert (out / 'table.csv').read_text() == table
     assert json.loads((out / 'done.json').read_text())['runs/mnist-smoke/phase1.keras'].startswith('train1.py')
 
 
@@ -54,9 +57,18 @@ def test_reproduce_two_seeds_mean_and_spread(smoke_chain, seed1_chain, tmp_path)
     out = tmp_path / 'two'
     reuse_chain(smoke_chain['dir'], out / 'seed-0', 'runs/mnist-smoke')
     reuse_chain(seed1_chain['dir'], out / 'seed-1', str(seed1_chain['dir']))
+    # a model file that changed since its evaluation is evaluated again; the others are not
+    os.utime(out / 'seed-1' / 'attention.keras', ns=(1, 1))
+    kept = (out / 'seed-0' / 'evaluation.json').stat().st_mtime_ns
+    old = json.loads((out / 'seed-1' / 'evaluation.json').read_text())
     r = script('reproduce.py', 'mnist', '--recipe', 'smoke', '--seeds', 2, '--output', out, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert not any('.py-' in l for l in r.stdout.splitlines())   # nothing trained: both seeds reused
+    assert (out / 'seed-0' / 'evaluation.json').stat().st_mtime_ns == kept
+    new = json.loads((out / 'seed-1' / 'evaluation.json').read_text())
+    changed = [row for row in new if new[row]['key'] != old[row]['key']]
+    assert changed == ['Attention-guided CNN'] and new == {**old, changed[0]: new[changed[0]]}
+    assert new[changed[0]]['columns'] == old[changed[0]]['columns']   # the same model, the same numbers
     csv = [l.split(',') for l in (out / 'table.csv').read_text().splitlines()]
     rows = {(c[0], c[1]): [float(v) for v in c[2:]] for c in csv[1:] if c[1]}
     for row in ('Traditional', 'Proposal (heuristic mask)', 'Proposal (U-Net mask)', 'Attention-guided CNN'):

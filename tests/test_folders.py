@@ -12,7 +12,7 @@ from PIL import Image
 import mydatagen
 import mydatasets
 import myfolders
-from helpers import one_line_error, script
+from helpers import inprocess, one_line_error, script
 
 
 def picture(path, shape, value=None, mode=None, seed=0):
@@ -174,7 +174,7 @@ def test_worked_example(real_data, tmp_path):
     r = script('train3.py', root, tmp_path / 'p1.keras', 'masks', 'otsu', 'adv', *small, '--output', tmp_path / 'p3.keras')
     assert r.returncode == 0, r.stderr[-2000:]
     phase3 = [float(v) for v in r.stdout.strip().splitlines()[-1].split(',')[1:]]
-    r = script('evaluate.py', root, tmp_path / 'p3.keras', '--names')
+    r = inprocess('evaluate.py', root, tmp_path / 'p3.keras', '--names')   # (in-process: a quick run)
     assert r.returncode == 0, r.stderr[-2000:]
     header, values = r.stdout.strip().splitlines()
     assert header.split(',')[:3] == ['train', 'test', 'border'] and [float(v) for v in values.split(',')] == phase3
@@ -184,7 +184,7 @@ def test_worked_example(real_data, tmp_path):
     for d in os.listdir(root):
         if d.startswith('test-'):
             os.rename(root / d / '9', root / d / 'nine')
-    r = script('evaluate.py', root, tmp_path / 'p3.keras')
+    r = inprocess('evaluate.py', root, tmp_path / 'p3.keras')
     assert 'was trained on the classes' in one_line_error(r)
 
 

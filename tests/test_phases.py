@@ -11,7 +11,6 @@ import tensorflow as tf
 import mydatagen
 import mydatasets
 import mymodels
-import myrun
 import mytrainers
 from helpers import csv_numbers, inprocess, one_line_error, script
 

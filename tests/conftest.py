@@ -1,9 +1,13 @@
 """Shared test set-up: the real data in ../shared/datasets, a private cache, TensorFlow started as
-the scripts start it, and one small trained chain that the slow tests share."""
+the scripts start it, and the small trained chains that the slow tests share (built in the
+background from the moment the tests are collected)."""
+import concurrent.futures
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -32,13 +36,12 @@ def _real_data_dir():
 REAL_DATA = _real_data_dir()
 
 
-@pytest.fixture(scope='session', autouse=True)
-def private_cache(tmp_path_factory):
-    """Every test session gets its own empty cache: nothing from ~/.keras is used or touched."""
-    d = tmp_path_factory.mktemp('cache')
-    os.environ['BIAL_CACHE'] = str(d)
+def pytest_configure(config):
+    """Every test session gets its own empty cache (removed at its end): nothing from ~/.keras is
+    used or touched. Set here, before any fixture: the shared chains start after collection."""
+    config.bial_cache = tempfile.mkdtemp(prefix='bial-test-cache-')
+    os.environ['BIAL_CACHE'] = config.bial_cache
     os.environ.pop('BIAL_MIRROR', None)
-    return d
 
 
 @pytest.fixture(scope='session')
@@ -63,31 +66,88 @@ def fresh_copy(dest):
     return dest
 
 
-@pytest.fixture(scope='session')
-def smoke_chain(real_data, tmp_path_factory):
+# --- the shared trained chains --------------------------------------------------------------
+# They are built one after the other in a background thread that starts as soon as the tests are
+# collected (when a selected test needs them), so that they train while the unit tests and the
+# first slow tests run: on 2 cores, much of a chain is one-threaded (TensorFlow's start-up and
+# tracing in each phase's process). A fixture waits for its chain (or builds it, when not started).
+
+CHAINS = {}   # name: Future
+_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix='chains')
+
+
+def build_smoke_chain(base, env):
     """`python reproduce.py mnist --recipe smoke` exactly as a new user types it, with no --output,
     in a fresh copy of the repository (where runs/ does not exist): every phase's model, log and
-    the table, in COPY/runs/mnist-smoke/. The slow tests share it instead of training their own."""
-    copy = fresh_copy(tmp_path_factory.mktemp('clone'))
+    the table, in COPY/runs/mnist-smoke/."""
+    from helpers import run
+    copy = fresh_copy(pathlib.Path(tempfile.mkdtemp(prefix='clone-', dir=base)))
     assert not (copy / 'runs').exists()
-    r = subprocess.run([sys.executable, 'reproduce.py', 'mnist', '--recipe', 'smoke'], cwd=copy,
-                       capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return {'dir': copy / 'runs' / 'mnist-smoke', 'stdout': r.stdout, 'stderr': r.stderr, 'copy': copy}
+    rc, out, err = run([sys.executable, 'reproduce.py', 'mnist', '--recipe', 'smoke'], cwd=copy, env=env)
+    assert rc == 0, err[-3000:]
+    return {'dir': copy / 'runs' / 'mnist-smoke', 'stdout': out, 'stderr': err, 'copy': copy}
 
 
-@pytest.fixture(scope='session')
-def seed1_chain(real_data, tmp_path_factory):
+def build_seed1_chain(base, env):
     """`reproduce.py mnist --recipe smoke --seed 1` killed (SIGKILL) twice at random, seeded
-    moments, then run again to the end. The fault test checks it; the two-seed table reuses it as
-    seed 1."""
+    moments, then run again to the end."""
     import random
     from helpers import run
-    d = tmp_path_factory.mktemp('seed1') / 'run'
+    d = pathlib.Path(tempfile.mkdtemp(prefix='seed1-', dir=base)) / 'run'
     cmd = [sys.executable, os.path.join(ROOT, 'reproduce.py'), 'mnist', '--recipe', 'smoke', '--seed', '1',
            '--output', str(d)]
     rng = random.Random('kills-reproduce')
     for _ in range(2):
-        run(cmd, kill_after=rng.uniform(4, 30))
-    rc, out, err = run(cmd)
+        run(cmd, kill_after=rng.uniform(4, 30), env=env)
+    rc, out, err = run(cmd, env=env)
     return {'dir': d, 'rc': rc, 'stdout': out, 'stderr': err}
+
+
+BUILDERS = {'smoke_chain': build_smoke_chain, 'seed1_chain': build_seed1_chain}
+
+
+def pytest_collection_finish(session):
+    if REAL_DATA is None:
+        return
+    wanted = set().union(*(item.fixturenames for item in session.items)) if session.items else set()
+    base = session.config.bial_chains = tempfile.mkdtemp(prefix='bial-test-chains-')
+    env = dict(os.environ)   # as it is now: the tests that run meanwhile may change os.environ
+    for name in BUILDERS:
+        if name in wanted:
+            CHAINS[name] = _pool.submit(BUILDERS[name], base, env)
+
+
+def pytest_unconfigure(config):
+    """Stop a chain still training (the session ended early) and remove the session's folders."""
+    import signal
+    from helpers import RUNNING
+    for f in CHAINS.values():
+        f.cancel()
+    for p in list(RUNNING):
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except OSError:
+            pass
+    _pool.shutdown(wait=True)
+    for d in (getattr(config, 'bial_cache', None), getattr(config, 'bial_chains', None)):
+        if d:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def chain(name, tmp_path_factory):
+    if name not in CHAINS:   # not started at collection: build it now
+        CHAINS[name] = _pool.submit(BUILDERS[name], str(tmp_path_factory.mktemp(name)), dict(os.environ))
+    return CHAINS[name].result()
+
+
+@pytest.fixture(scope='session')
+def smoke_chain(real_data, tmp_path_factory):
+    """The smoke chain (build_smoke_chain): the slow tests share it instead of training their own."""
+    return chain('smoke_chain', tmp_path_factory)
+
+
+@pytest.fixture(scope='session')
+def seed1_chain(real_data, tmp_path_factory):
+    """The seed-1 chain, killed twice (build_seed1_chain): the fault test checks it; the two-seed
+    table reuses it as seed 1."""
+    return chain('seed1_chain', tmp_path_factory)

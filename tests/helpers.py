@@ -54,21 +54,27 @@ def reuse_chain(src, dst, old, drop=(), replace=()):
     return dst
 
 
-def run(cmd, fault=None, kill_after=None, **kw):
+def run(cmd, fault=None, kill_after=None, env=None, **kw):
     """Run CMD with BIAL_FAULT=FAULT, or SIGKILL it (and its children) after KILL_AFTER seconds;
-    returns (exit status, stdout, stderr)."""
-    env = dict(os.environ)
+    returns (exit status, stdout, stderr). ENV: the environment (default this process's)."""
+    env = dict(os.environ if env is None else env)
     env.pop('BIAL_FAULT', None)
     if fault:
         env['BIAL_FAULT'] = fault
-    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True, **kw)
+    p = subprocess.Popen(cmd, cwd=kw.pop('cwd', ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True, **kw)
+    RUNNING.add(p)
     try:
         out, err = p.communicate(timeout=kill_after)
     except subprocess.TimeoutExpired:
         os.killpg(p.pid, signal.SIGKILL)
         out, err = p.communicate()
+    finally:
+        RUNNING.discard(p)
     return p.returncode, out, err
+
+
+RUNNING = set()   # run()'s processes still running: conftest stops them if the session ends first
 
 
 def inprocess(name, *args, env=None):

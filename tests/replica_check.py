@@ -74,16 +74,16 @@ def main():
         return t, [clf, gen], lambda part: t.with_noise(mydatagen.batches(X, Y, BATCH, seed=0, part=part), 0, 0, part)
 
     cases = {'phase1': phase1, 'phase2': phase2, 'phase3': phase3,
-             'phase3_white': lambda o: phase3(o, white=True),
-             # half the images keep their own background: each replica paints a different number
-             'phase3_clean': lambda o: phase3(o, white=True, clean_share=0.5)}
+             # the white-background penalty active, and half the images keeping their own
+             # background, so that each replica paints a different number
+             'phase3_white_clean': lambda o: phase3(o, white=True, clean_share=0.5)}
     out = {'replicas': mirrored.num_replicas_in_sync}
     for name, make in cases.items():
         if CASES and name not in CASES:
             continue
         # SGD shows a wrong gradient scaling (a step twice too long); Adam, which normalises it
         # away, is checked once, on the case with two optimisers and replicas painting different numbers
-        for o in (('adam', 'sgd') if name == 'phase3_clean' else ('sgd',)):
+        for o in (('adam', 'sgd') if name == 'phase3_white_clean' else ('sgd',)):
             weights, moved = [], []
             for strategy in (default, mirrored):
                 with strategy.scope():

@@ -23,7 +23,7 @@ def env(**kw):
 
 @pytest.mark.slow
 def test_mirrored_step_equals_default(real_data):
-    """Each phase (phase 3 also with its white-background penalty active, and with half the images
+    """Each phase (phase 3 also with its white-background penalty active and half the images
     keeping their own background, so the replicas paint different numbers), two steps through
     fit(): the weights after them agree with one device's to float noise. With plain SGD a wrong
     loss scaling (sum instead of mean over replicas) would double the step, so it shows."""
@@ -32,8 +32,8 @@ def test_mirrored_step_equals_default(real_data):
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out.pop('replicas') == 2
-    assert sorted(out) == sorted([f'{p}/sgd' for p in ['phase1', 'phase2', 'phase3', 'phase3_white', 'phase3_clean']]
-                                 + ['phase3_clean/adam'])
+    assert sorted(out) == sorted([f'{p}/sgd' for p in ['phase1', 'phase2', 'phase3', 'phase3_white_clean']]
+                                 + ['phase3_white_clean/adam'])
     for case, v in out.items():
         assert v['moved'] > 1e-3, case            # the steps did train
         assert v['max_diff'] < 2e-5, (case, v)    # and two replicas did exactly what one device did

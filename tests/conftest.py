@@ -120,10 +120,11 @@ def pytest_collection_finish(session):
 def pytest_unconfigure(config):
     """Stop a chain still training (the session ended early) and remove the session's folders."""
     import signal
-    from helpers import RUNNING
+    import helpers
+    helpers.STOPPED = True
     for f in CHAINS.values():
         f.cancel()
-    for p in list(RUNNING):
+    for p in list(helpers.RUNNING):
         try:
             os.killpg(p.pid, signal.SIGKILL)
         except OSError:

@@ -64,6 +64,8 @@ def run(cmd, fault=None, kill_after=None, env=None, **kw):
     p = subprocess.Popen(cmd, cwd=kw.pop('cwd', ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, start_new_session=True, **kw)
     RUNNING.add(p)
+    if STOPPED:   # the session is ending (conftest): nothing new runs to its end
+        os.killpg(p.pid, signal.SIGKILL)
     try:
         out, err = p.communicate(timeout=kill_after)
     except subprocess.TimeoutExpired:
@@ -75,6 +77,7 @@ def run(cmd, fault=None, kill_after=None, env=None, **kw):
 
 
 RUNNING = set()   # run()'s processes still running: conftest stops them if the session ends first
+STOPPED = False   # set by conftest at the session's end
 
 
 def inprocess(name, *args, env=None):

@@ -13,9 +13,9 @@ images classified correctly under all six); then the six again without the dark 
 paper's test leaves around the digit; and the salt-and-pepper sweep (noise.csv, figure-noise.png).
 Each phase runs as its own script (train1/2/3.py), so its model can be used by hand; running the
 same command again skips the phases already done with the same settings (and the evaluation of
-models already evaluated), and after Ctrl-C or a crash it continues where it stopped. --validation trains on the first 55,000 training images
-and evaluates on the last 5,000 with the validation backgrounds instead: how recipes are chosen,
-without the test set.
+models already evaluated), and after Ctrl-C or a crash it continues where it stopped.
+--validation trains on the first 55,000 training images and evaluates on the last 5,000 with the
+validation backgrounds instead: how recipes are chosen, without the test set.
 """
 import json
 import os
@@ -169,11 +169,12 @@ def evaluate(folder, models, test, test_subset, eval_batchsize=1024):
         key = f'{os.path.basename(path)} {st.st_size} {st.st_mtime_ns} {test} {test_subset} {EVALUATION}'
         if cache.get(row, {}).get('key') != key:
             if evaluator is None:   # the 33 test sets, built only when a model needs them
-                sets = md.with_nohalo(data).tests + md.dataset(f'{test}_noises', 1, test_subset).tests
-                evaluator = myrun.Evaluator(sets, eval_batchsize)
+                table = md.with_nohalo(data).tests   # clean, the six backgrounds, the six without rim
+                noises = md.dataset(f'{test}_noises', 1, test_subset).tests
+                evaluator = myrun.Evaluator(table + noises, eval_batchsize)
             hits = evaluator.hits(mymodels.load(path, 'classifier', data.shape, data.classes))
-            cache[row] = {'key': key, 'columns': myreport.columns([hits[n] for n, _ in sets[:13]]),
-                          'noise': [100 * float(hits[n].mean()) for n, _ in sets[13:]]}
+            cache[row] = {'key': key, 'columns': myreport.columns([hits[n] for n, _ in table]),
+                          'noise': [100 * float(hits[n].mean()) for n, _ in noises]}
             write_text(cache_path, json.dumps(cache, indent=1))
         rows[row], noise[row] = cache[row]['columns'], cache[row]['noise']
     return rows, noise, [X[0] for _, (X, _) in data.tests[:7]]

@@ -191,12 +191,24 @@ class BackgroundTrainer(keras.Model):
     the end; replay (with history=N), the share of images whose background is one the generator
     painted earlier, drawn from a uniform sample of N of all the backgrounds it has painted so far
     (reservoir sampling): the classifier answers the generator's whole past, not only its latest
-    backgrounds, as in fictitious play, so what it learnt early is not forgotten at the end."""
+    backgrounds, as in fictitious play, so what it learnt early is not forgotten at the end.
+    generator_every=N (with FreshGenerators): every N steps the generator starts again from new
+    random weights and a fresh optimiser state, so that one run meets several generators, each
+    of which looks for the classifier's weaknesses anew instead of refining one family of
+    backgrounds; with replay the classifier still answers the earlier ones' paintings."""
 
     def __init__(self, classifier, masks='heuristic', binarize_mode='otsu', back='adv', gen=None, tiles=2,
-                 area=0.2, seed=None, clean_share=0.0, average=0, replay=0.0, history=4096, **kw):
+                 area=0.2, seed=None, clean_share=0.0, average=0, replay=0.0, history=4096, generator_every=0, **kw):
         super().__init__(**kw)
         self.classifier, self.back, self.gen, self.tiles = classifier, back, gen, tiles
+        self.generator_every, self.seed = int(generator_every), int(seed or 0)
+        if self.generator_every:
+            if back != 'adv':
+                raise ValueError('fresh generators need adversarial backgrounds (back=adv)')
+            # how many fresh generators the run has started (checkpoints keep it: a resumed run
+            # does not start the current one again)
+            self.generator_round = self.add_weight(shape=(), initializer='zeros', dtype='int64', trainable=False,
+                                                   aggregation='only_first_replica', name='generator_round')
         self.clean_share, self.average, self._average = float(clean_share), int(average), []
         self.replay = float(replay)
         if self.replay:
@@ -256,6 +268,23 @@ class BackgroundTrainer(keras.Model):
     @property
     def metrics(self):
         return [self.ce_mean, self.adv_mean]
+
+    def fresh_generator(self, round_):
+        """The generator takes new random weights (its layers' own initialisers, seeded by the run's
+        seed and the round) and its optimiser forgets its moments. The optimiser's step count stays:
+        the learning-rate schedule spans the whole run."""
+        for i, layer in enumerate(self.gen.layers):
+            for name in ('kernel', 'bias'):
+                init, var = getattr(layer, f'{name}_initializer', None), getattr(layer, name, None)
+                if init is None or var is None:
+                    continue
+                config = init.get_config()
+                if 'seed' in config:
+                    config['seed'] = (self.seed * 1009 + int(round_)) * 131 + i
+                var.assign(type(init).from_config(config)(var.shape))
+        for v in self.gen_optimizer.variables:
+            if len(v.shape):   # the moments; the scalars are the step count (and a constant rate)
+                v.assign(keras.ops.zeros(v.shape, v.dtype))
 
     def masks(self, X, given=None):
         if self.mask_source == 'manual':
@@ -367,6 +396,23 @@ class BackgroundTrainer(keras.Model):
         self.ce_mean.update_state(ce)
         self.adv_mean.update_state(adv)
         return {'ce': self.ce_mean.result(), 'adv_loss': self.adv_mean.result()}
+
+
+class FreshGenerators(keras.callbacks.Callback):
+    """Phase 3 --generators K: before the first step of each K-th of the run (every
+    trainer.generator_every steps), a fresh generator (BackgroundTrainer.fresh_generator). Checked
+    at each graph call's start, so a new generator starts at the first call from its step on."""
+
+    def __init__(self, trainer):
+        super().__init__()
+        self.trainer = trainer
+
+    def on_train_batch_begin(self, batch, logs=None):
+        t = self.trainer
+        due = int(t.optimizer.iterations.numpy()) // t.generator_every
+        if due > int(t.generator_round.numpy()):
+            t.fresh_generator(due)
+            t.generator_round.assign(due)
 
 
 class PastBackgrounds(keras.layers.Layer):

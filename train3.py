@@ -48,6 +48,9 @@ def main():
                    'sample of everything it has painted (adv only; default 0: published)')
     p.add_argument('--history', type=mycli.positive_int, default=HISTORY, metavar='N',
                    help=f'with --replay: how many past backgrounds are kept (default {HISTORY})')
+    p.add_argument('--generators', type=mycli.positive_int, default=1, metavar='K',
+                   help='adv only: K generators one after another, each from new random weights for a K-th of the '
+                   'run\'s steps (default 1: one for the whole run, published)')
     p.add_argument('--imsave', metavar='DIR', help='write PNGs per epoch (12 images of each test set: image, '
                    'soft mask, binarized mask, composite) into DIR')
     p.add_argument('--output', help='classifier file, .keras or .h5 (default: DATASET-phase3-BACK.keras)')
@@ -60,6 +63,8 @@ def main():
         mycli.output_dir(args.imsave, what='picture folder')
     if args.replay and args.back != 'adv':
         raise mycli.UserError('--replay replays backgrounds the generator painted: it needs back=adv')
+    if args.generators > 1 and args.back != 'adv':
+        raise mycli.UserError('--generators starts new background generators: it needs back=adv')
     if args.back == 'real' and not args.backgrounds and not args.dataset.startswith('prates'):
         raise mycli.UserError('back=real crops backgrounds from photographs: give --backgrounds DIR')
     if args.clean_share + args.replay > 1:
@@ -83,7 +88,8 @@ def main():
             mymodels.load(args.unet_model, 'unet', data.shape)
         trainer = mytrainers.BackgroundTrainer(classifier, masks, args.binarize_mask, args.back, gen, args.tiles,
                                                args.area, seed=args.seed, clean_share=args.clean_share,
-                                               average=args.average, replay=args.replay, history=args.history)
+                                               average=args.average, replay=args.replay, history=args.history,
+                                               generator_every=-(-total // args.generators) if args.generators > 1 else 0)
         lr = args.lr or mymodels.LEARNING_RATE[mymodels.classifier_kind(data.shape)]
         trainer.compile(optimizer=mymodels.adam(lr, args.lr_schedule, total),
                         gen_optimizer=mymodels.adam(args.gen_lr, args.lr_schedule, total) if gen else None,
@@ -94,6 +100,7 @@ def main():
               'batchsize': args.batchsize, 'lr': args.lr, 'subset': args.subset, 'seed': args.seed,
               'lr_schedule': args.lr_schedule, 'gen_lr': args.gen_lr,
               'clean_share': args.clean_share, 'average': args.average, 'replay': args.replay, 'history': args.history,
+              'generators': args.generators,
               'size': args.size, 'backgrounds': args.backgrounds}
     if args.lr_schedule != 'constant':
         config['epochs'] = args.epochs   # the schedule spans the run
@@ -103,11 +110,11 @@ def main():
 
     evaluator = myrun.Evaluator(data.sets, args.eval_batchsize)
     report = myrun.EpochReport(evaluator, classifier, weights=trainer.averaged)
-    pictures = []
+    callbacks = [mytrainers.FreshGenerators(trainer)] if args.generators > 1 else []
     if args.imsave and run.chief:
         shown = [(n, md.to_float(X[:IMSAVE_IMAGES]), data.masks[n][:IMSAVE_IMAGES] if manual else None)
                  for n, (X, _) in data.tests if not manual or n in data.masks]
-        pictures.append(mytrainers.CompositePictures(trainer, shown, args.imsave))
+        callbacks.append(mytrainers.CompositePictures(trainer, shown, args.imsave))
 
     def pipeline(part):   # the batches, or the rows `part` of each (one worker's, under a strategy)
         ds = mydatagen.batches(Xtr, Ytr, args.batchsize, seed=args.seed, start_epoch=start, part=part,
@@ -118,7 +125,7 @@ def main():
             ds = mydatagen.with_backgrounds(ds, crops, args.batchsize, part)
         return trainer.with_noise(ds, seed=args.seed, start_step=start * steps, part=part)
 
-    run.fit(trainer, mydatagen.distribute(strategy, args.batchsize, pipeline), steps, args.epochs, report, *pictures)
+    run.fit(trainer, mydatagen.distribute(strategy, args.batchsize, pipeline), steps, args.epochs, report, *callbacks)
 
     trainer.adopt_average()
     run.finish(report.last or evaluator(classifier), {output: classifier, **({back_output: gen} if gen else {})},

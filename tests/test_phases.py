@@ -434,3 +434,35 @@ def test_replay_waits_for_a_first_background(mnist_small):
     assert int(t.past.seen.numpy()) == 16
     t.train_step((tf.constant(X[:16]), z, tf.constant(np.full(16, 0.5, np.float32)), tf.constant(Y[:16])))
     assert int(t.past.seen.numpy()) == 16   # now every one of them is replayed
+
+
+def test_fresh_generators(mnist_small):
+    """generator_every=N with FreshGenerators: before step N, 2N, ... the generator takes new seeded
+    weights (the same round, the same weights; another round, others) and its optimiser's moments
+    are zeroed while its step count goes on; a run of 7 steps every 3 ends in round 2, one step
+    away from round 2's fresh weights."""
+    X, Y = mnist_small
+    def trainer():
+        keras.utils.set_random_seed(0)
+        t = mytrainers.BackgroundTrainer(mymodels.classifier((32, 32, 1), 10), 'heuristic', 'otsu', 'adv',
+                                         mymodels.gen((32, 32, 1), 2), 2, seed=5, generator_every=3)
+        t.compile(optimizer=keras.optimizers.Adam(1e-3), gen_optimizer=keras.optimizers.Adam(1e-4))
+        t.build_all(tf.constant(X[:1]))
+        t.gen_optimizer.build(t.gen.trainable_variables)
+        return t
+    t = trainer()
+    weights = lambda: [w.numpy().copy() for w in t.gen.weights]
+    ds = t.with_noise(mydatagen.batches(X[:112], Y[:112], 16, seed=0, augment_data=False), seed=0)
+    t.fit(ds, steps_per_epoch=7, epochs=1, verbose=0, callbacks=[mytrainers.FreshGenerators(t)])
+    assert int(t.generator_round.numpy()) == 2 and int(t.gen_optimizer.iterations.numpy()) == 7
+    trained = weights()
+    moments = [v for v in t.gen_optimizer.variables if len(v.shape)]
+    assert moments and any(np.abs(v.numpy()).max() > 0 for v in moments)
+    t.fresh_generator(2)
+    fresh2 = weights()
+    assert all(not np.abs(v.numpy()).any() for v in moments) and int(t.gen_optimizer.iterations.numpy()) == 7
+    assert max(np.abs(a - b).max() for a, b in zip(trained, fresh2)) < 1e-3   # one Adam step at 1e-4
+    t.fresh_generator(2)
+    assert all(np.array_equal(a, b) for a, b in zip(weights(), fresh2))
+    t.fresh_generator(3)
+    assert not any(np.array_equal(a, b) for a, b in zip(weights(), fresh2) if a.any())

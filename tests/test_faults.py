@@ -35,9 +35,10 @@ def command(phase, d, p1):
     head = {'phase1': ['train1.py', 'mnist'],
             'phase2': ['train2.py', 'mnist', p1, 'otsu'],
             # phase 3 with every piece of state a checkpoint must carry: the generator, its
-            # optimizer, the pool of past backgrounds and the running average of the weights
+            # optimizer, the pool of past backgrounds, the running average of the weights and the
+            # count of fresh generators (one at the start of each epoch here)
             'phase3': ['train3.py', 'mnist', p1, 'heuristic', 'otsu', 'adv', '--clean-share', 0.25, '--replay', 0.25,
-                       '--history', 64, '--average', 5]}[phase]
+                       '--history', 64, '--average', 5, '--generators', 3]}[phase]
     return [sys.executable, os.path.join(ROOT, head[0])] + [str(a) for a in head[1:] + COMMON + ['--output', out]]
 
 

@@ -61,10 +61,9 @@ def main():
     back_output = f'{stem}-back{ext}'
     if args.imsave:
         mycli.output_dir(args.imsave, what='picture folder')
-    if args.replay and args.back != 'adv':
-        raise mycli.UserError('--replay replays backgrounds the generator painted: it needs back=adv')
-    if args.generators > 1 and args.back != 'adv':
-        raise mycli.UserError('--generators starts new background generators: it needs back=adv')
+    generator_only = [o for o, on in (('--replay', args.replay), ('--generators', args.generators > 1)) if on]
+    if generator_only and args.back != 'adv':
+        raise mycli.UserError(f'{generator_only[0]} acts on the background generator: it needs back=adv')
     if args.back == 'real' and not args.backgrounds and not args.dataset.startswith('prates'):
         raise mycli.UserError('back=real crops backgrounds from photographs: give --backgrounds DIR')
     if args.clean_share + args.replay > 1:
@@ -89,7 +88,7 @@ def main():
         trainer = mytrainers.BackgroundTrainer(classifier, masks, args.binarize_mask, args.back, gen, args.tiles,
                                                args.area, seed=args.seed, clean_share=args.clean_share,
                                                average=args.average, replay=args.replay, history=args.history,
-                                               generator_every=-(-total // args.generators) if args.generators > 1 else 0)
+                                               generator_every=0 if args.generators == 1 else -(-total // args.generators))
         lr = args.lr or mymodels.LEARNING_RATE[mymodels.classifier_kind(data.shape)]
         trainer.compile(optimizer=mymodels.adam(lr, args.lr_schedule, total),
                         gen_optimizer=mymodels.adam(args.gen_lr, args.lr_schedule, total) if gen else None,
@@ -110,7 +109,7 @@ def main():
 
     evaluator = myrun.Evaluator(data.sets, args.eval_batchsize)
     report = myrun.EpochReport(evaluator, classifier, weights=trainer.averaged)
-    callbacks = [mytrainers.FreshGenerators(trainer)] if args.generators > 1 else []
+    callbacks = [mytrainers.FreshGenerators(trainer)] if trainer.generator_every else []
     if args.imsave and run.chief:
         shown = [(n, md.to_float(X[:IMSAVE_IMAGES]), data.masks[n][:IMSAVE_IMAGES] if manual else None)
                  for n, (X, _) in data.tests if not manual or n in data.masks]

@@ -33,6 +33,7 @@ def main():
     p.add_argument('--quick', action='store_true', help='short windows, fewer cases: about a minute')
     p.add_argument('--output', help='JSON file with every figure (default benchmark.json)')
     p.add_argument('--dataset', type=mycli.checked(md.check_name), default='mnist_backgrounds')
+    mycli.precision_arg(p)
     args = p.parse_args()
     output = mycli.output_file(args.output, 'benchmark.json', ('.json',))
 
@@ -50,8 +51,11 @@ def main():
     shape, K = data.shape, data.classes
     spe = myrun.STEPS_PER_EXECUTION
 
+    def P(model):   # every trained or evaluated model computes in --precision (the FLOP counts are float32 models')
+        return mymodels.in_precision(model, args.precision)
+
     def classifier():
-        return mymodels.compile_classifier(mymodels.classifier(shape, K), mymodels.adam(1e-3), spe)
+        return mymodels.compile_classifier(P(mymodels.classifier(shape, K)), mymodels.adam(1e-3), spe)
     results = []
 
     def record(name, bs, ips, flops=None):
@@ -75,7 +79,7 @@ def main():
     print(f'TensorFlow {tf.__version__}, Keras {keras.__version__}, CPU: {cpu_name()}, {os.cpu_count()} cores, '
           f'threads intra={tf.config.threading.get_intra_op_parallelism_threads()} '
           f'inter={tf.config.threading.get_inter_op_parallelism_threads()} (0 = all cores), '
-          f'oneDNN {"on" if mycli.onednn_enabled() else "off"}')
+          f'oneDNN {"on" if mycli.onednn_enabled() else "off"}, precision {args.precision}')
     print(f'fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s\n')
     print(f'{"case":<34} {"batch":>5} {"images/s":>12} {"MFLOP/im":>8} {"peak":>6}')
 
@@ -104,13 +108,13 @@ def main():
         if args.quick and bs != BATCH_SIZES[0]:
             continue
 
-        t2 = mytrainers.MaskTrainer(clf, mymodels.unet(shape))
+        t2 = mytrainers.MaskTrainer(clf, P(mymodels.unet(shape)))
         t2.compile(optimizer=mymodels.adam(mymodels.LEARNING_RATE['unet']), steps_per_execution=spe)
         record('phase 2', bs, timed_fit(t2, mydatagen.batches(X, Y, bs, seed=0), bs), flops['phase2'])
 
         for back, mode, share, replay in (PHASE3 if not args.quick else PHASE3[-1:]):
-            gen = mymodels.gen(shape, 2) if back == 'adv' else None
-            t3 = mytrainers.BackgroundTrainer(mymodels.classifier(shape, K), 'heuristic', mode, back, gen, 2, seed=0,
+            gen = P(mymodels.gen(shape, 2)) if back == 'adv' else None
+            t3 = mytrainers.BackgroundTrainer(P(mymodels.classifier(shape, K)), 'heuristic', mode, back, gen, 2, seed=0,
                                               clean_share=share, replay=replay)
             t3.compile(optimizer=mymodels.adam(1e-3), steps_per_execution=spe,
                        gen_optimizer=mymodels.adam(mymodels.LEARNING_RATE['gen']) if gen else None)
@@ -119,7 +123,7 @@ def main():
             record(f'phase 3 {back} {mode}' + (f' clean {share:g}' if share else '') + (f' replay {replay:g}' if replay else ''),
                    bs, timed_fit(t3, t3.with_noise(mydatagen.batches(X, Y, bs, seed=0)), bs), f)
 
-        att = mymodels.attention(classifier(), K, crop=shape[0] // 2)   # train_att.py's default crop
+        att = P(mymodels.attention(classifier(), K, crop=shape[0] // 2))   # train_att.py's default crop
         mymodels.compile_classifier(att, mymodels.adam(1e-3), spe)
         frozen = forward_flops(mymodels.attention_features(clf))   # the global branch: forward only
         record('attention-guided CNN (train_att.py)', bs, timed_fit(att, mydatagen.batches(X, Y, bs, seed=0), bs),
@@ -154,7 +158,7 @@ def main():
             'cpu': cpu_name(), 'cores': os.cpu_count(),
             'intra_op_threads': tf.config.threading.get_intra_op_parallelism_threads(),
             'inter_op_threads': tf.config.threading.get_inter_op_parallelism_threads(),
-            'onednn': mycli.onednn_enabled(), 'matmul_peak_gflops': round(peak / 1e9, 1), 'quick': args.quick, 'dataset': args.dataset,
+            'onednn': mycli.onednn_enabled(), 'precision': args.precision, 'matmul_peak_gflops': round(peak / 1e9, 1), 'quick': args.quick, 'dataset': args.dataset,
             'full_evaluation_s': round(full_eval, 2), 'results': results}
     from myfiles import write_text
     write_text(output, json.dumps(info, indent=1))

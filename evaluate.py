@@ -26,6 +26,7 @@ def main():
     p.add_argument('--subset', type=mycli.positive_int, help='use only the first N training images')
     p.add_argument('--test-subset', type=mycli.positive_int, help='use only the first N images of each test set')
     mycli.size_arg(p)
+    mycli.precision_arg(p)
     args = p.parse_args()
 
     data = md.dataset(args.dataset, args.subset, args.test_subset, args.size)
@@ -34,7 +35,7 @@ def main():
     mycli.start_tensorflow()
     import myrun
     myrun.setup()
-    model = myrun.load_model(args.model, 'classifier', data)
+    model = myrun.load_model(args.model, 'classifier', data, args.precision)
     acc = myrun.Evaluator(data.sets, args.batchsize)(model)
     if args.names:
         print(','.join(acc))

@@ -21,17 +21,17 @@ def main():
     p.add_argument('--batchsize', type=mycli.positive_int, default=BATCHSIZE, help='prediction batch size')
     p.add_argument('--subset', type=mycli.positive_int, help='only the first N training images')
     mycli.size_arg(p)
+    mycli.precision_arg(p)
     args = p.parse_args()
     output = mycli.output_dir(args.output, 'seg')
 
     data = md.dataset(args.dataset, args.subset, size=args.size)
     mycli.start_tensorflow()
     from tqdm import tqdm
-    import mymodels
     import myrun
     from myfiles import save_png
     myrun.setup()
-    unet = mymodels.load(args.unet, 'unet', data.shape)
+    unet = myrun.load_model(args.unet, 'unet', data, args.precision)
     os.makedirs(output, exist_ok=True)
     X = data.train[0]
     for start in tqdm(range(0, len(X), args.batchsize), desc='masks', unit='batch', disable=None):

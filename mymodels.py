@@ -261,10 +261,60 @@ def attention(global_classifier, K, tau=0.7, crop=None):
 
 
 # ----------------------------------------------------------------------------------------------
+# Precision: a property of the run, not of the file
+
+PRECISIONS = {'float32': 'float32', 'bfloat16': 'mixed_bfloat16'}
+FLOAT32_LAYERS = ('AttentionCrop',)   # tf.image.crop_and_resize has no bfloat16 kernel
+
+
+def in_precision(model, precision='float32'):
+    """The same network with the same weights, computing in `precision`: 'float32', or
+    'bfloat16' (Keras' mixed precision: weights, their updates and every model's outputs stay
+    float32, the layers inside compute in bfloat16; about 2.5x faster convolutions on CPUs with
+    AMX, see docs/performance.md). Every layer's policy is rewritten, nested models' too, so a
+    file saved by a bfloat16 run is a float32 model like any other (save() stores float32)."""
+    policy = PRECISIONS[precision]
+    if _policy_of(model) == policy:
+        return model
+    outputs = {t._keras_history.operation.name for t in model.outputs}
+    config = keras.saving.serialize_keras_object(model)
+    _set_policies(config, policy, outputs)
+    rebuilt = keras.saving.deserialize_keras_object(config)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
+def _set_policies(config, policy, outputs, top=True):
+    """Rewrite, in place, the dtype policy of every layer in a serialized model: `policy`,
+    except the float32 ones (FLOAT32_LAYERS, and the layers giving the outer model's outputs)."""
+    for layer in config['config']['layers']:
+        c = layer['config']
+        if layer['class_name'] in ('Functional', 'Sequential'):
+            _set_policies(layer, policy, (), top=False)
+        if isinstance(c.get('dtype'), dict) and c['dtype'].get('class_name') == 'DTypePolicy':
+            keep = layer['class_name'] in FLOAT32_LAYERS or (top and c['name'] in outputs)
+            c['dtype']['config']['name'] = 'float32' if keep else policy
+
+
+def _all_layers(model):
+    for l in model.layers:
+        yield l
+        if isinstance(l, keras.Model):
+            yield from _all_layers(l)
+
+
+def _policy_of(model):
+    """'mixed_bfloat16' if any layer computes in bfloat16, else 'float32'."""
+    return 'mixed_bfloat16' if any(l.dtype_policy.name == 'mixed_bfloat16' for l in _all_layers(model)) else 'float32'
+
+
+# ----------------------------------------------------------------------------------------------
 # Saving and loading
 
 def save(model, path):
-    """model.save, atomically: an interrupted save never leaves a broken file under `path`."""
+    """model.save, atomically: an interrupted save never leaves a broken file under `path`; a
+    model computing in bfloat16 is saved as float32 (its weights are float32 already)."""
+    model = in_precision(model, 'float32')
     with atomic(path) as tmp:
         model.save(tmp)
         fault('final-save')

@@ -402,12 +402,13 @@ def classes_path(model_path):
     return os.path.splitext(model_path)[0] + '-classes.txt'
 
 
-def load_model(path, kind, data):
+def load_model(path, kind, data, precision='float32'):
     """mymodels.load for `data`: a `kind` model of its image shape (and class count, for a
-    classifier) trained, if it was trained on a folder data set, on classes of the same names."""
+    classifier) trained, if it was trained on a folder data set, on classes of the same names;
+    computing in `precision` (mymodels.in_precision)."""
     model = load(path, kind, data.shape, data.classes if kind == 'classifier' else None)
     check_classes(path, data)
-    return model
+    return mymodels.in_precision(model, precision)
 
 
 def check_classes(model_path, data):

@@ -49,9 +49,15 @@ ROWS = {'Traditional': 'phase1', 'Proposal (heuristic mask)': 'phase3-heuristic'
         'Attention-guided CNN': 'attention'}
 
 
-def plan(data, out, recipe, seed):
+def settings(recipe, precision='float32'):
+    """Each phase's arguments: the recipe's, and --precision when it is not float32 (not written
+    otherwise, so that runs made before the option keep their keys in done.json)."""
+    return {k: v + ([] if precision == 'float32' else ['--precision', precision]) for k, v in RECIPES[recipe].items()}
+
+
+def plan(data, out, recipe, seed, precision='float32'):
     """(name, script, arguments, model file) of every phase, in order."""
-    r = RECIPES[recipe]
+    r = settings(recipe, precision)
     common = ['--seed', seed]
     model = lambda name: os.path.join(out, f'{name}.keras')
     p1, p2 = model('phase1'), model('phase2')
@@ -123,7 +129,7 @@ def wait_for_chief(state_path, model, key, timeout=600):
                           'do all workers see the same output folder?')
 
 
-def train(data, out, recipe, seed, n_train, strategy, chief, label=''):
+def train(data, out, recipe, seed, n_train, strategy, chief, label='', precision='float32'):
     """Every phase of one seed into `out`, skipping those already done with the same settings.
     Returns the training wall time (all runs of this command into `out` together)."""
     from tqdm import tqdm
@@ -132,7 +138,7 @@ def train(data, out, recipe, seed, n_train, strategy, chief, label=''):
     state_path = os.path.join(out, 'done.json')
     done = json.load(open(state_path)) if os.path.exists(state_path) else {}
     wall, t0 = done.get('_wall', 0.0), time.time()
-    phases = plan(data, out, recipe, seed)
+    phases = plan(data, out, recipe, seed, precision)
     for i, (name, script, a, model) in enumerate(phases):
         key = ' '.join(map(str, [script] + a))
         if done.get(model) == key and os.path.exists(model):
@@ -150,7 +156,7 @@ def train(data, out, recipe, seed, n_train, strategy, chief, label=''):
     return wall + time.time() - t0
 
 
-def evaluate(folder, models, test, test_subset, eval_batchsize=1024):
+def evaluate(folder, models, test, test_subset, eval_batchsize=1024, precision='float32'):
     """Per row: the table's columns (clean, the six backgrounds, mean, worst, and the same
     without the rim) and the accuracy on each of the 20 salt-and-pepper test sets; and the first
     image of the clean set and of each background, for the figure. A row's results are kept in
@@ -166,13 +172,15 @@ def evaluate(folder, models, test, test_subset, eval_batchsize=1024):
     rows, noise, evaluator = {}, {}, None
     for row, path in models.items():
         st = os.stat(path)
-        key = f'{os.path.basename(path)} {st.st_size} {st.st_mtime_ns} {test} {test_subset} {EVALUATION}'
+        key = f'{os.path.basename(path)} {st.st_size} {st.st_mtime_ns} {test} {test_subset} {EVALUATION}' + \
+            ('' if precision == 'float32' else f' {precision}')
         if cache.get(row, {}).get('key') != key:
             if evaluator is None:   # the 33 test sets, built only when a model needs them
                 table = md.with_nohalo(data).tests   # clean, the six backgrounds, the six without rim
                 noises = md.dataset(f'{test}_noises', 1, test_subset).tests
                 evaluator = myrun.Evaluator(table + noises, eval_batchsize)
-            hits = evaluator.hits(mymodels.load(path, 'classifier', data.shape, data.classes))
+            hits = evaluator.hits(mymodels.in_precision(mymodels.load(path, 'classifier', data.shape, data.classes),
+                                                        precision))
             cache[row] = {'key': key, 'columns': myreport.columns([hits[n] for n, _ in table]),
                           'noise': [100 * float(hits[n].mean()) for n, _ in noises]}
             write_text(cache_path, json.dumps(cache, indent=1))
@@ -193,6 +201,7 @@ def main():
     p.add_argument('--validation', action='store_true',
                    help='train on the first 55,000 training images, evaluate on the last 5,000 with the validation '
                    'backgrounds: the protocol on which recipes are chosen (the test set is not read)')
+    mycli.precision_arg(p)
     p.add_argument('--strategy', choices=mycli.STRATEGIES, default='default',
                    help='for every phase: one device, all local GPUs, or the machines in TF_CONFIG (then run '
                    'this same command on each, with an output folder they all see)')
@@ -208,7 +217,7 @@ def main():
     seeds = list(range(args.seed, args.seed + args.seeds))
     folders = {s: out if args.seeds == 1 else os.path.join(out, f'seed-{s}') for s in seeds}
     walls = {s: train(data, folders[s], args.recipe, s, n_train, args.strategy, chief,
-                      label='' if args.seeds == 1 else f'seed {s}: ') for s in seeds}
+                      label='' if args.seeds == 1 else f'seed {s}: ', precision=args.precision) for s in seeds}
     if not chief:
         print(f'this worker took part in every phase; the chief writes the models and {out}/table.md')
         return
@@ -219,23 +228,24 @@ def main():
     myrun.setup()
     test_subset = option(RECIPES[args.recipe]['phase3'], '--test-subset')
     if args.validation:
-        report_validation(out, data, folders, test_subset)
+        report_validation(out, data, folders, test_subset, args.precision)
         return
     results, noise = {r: {} for r in ROWS}, {r: {} for r in ROWS}
     t0 = time.time()
     for s, folder in folders.items():
         rows, sweep, images = evaluate(folder, {r: os.path.join(folder, f'{m}.keras') for r, m in ROWS.items()},
-                                       args.dataset, test_subset)
+                                       args.dataset, test_subset, precision=args.precision)
         for r in ROWS:
             results[r][s], noise[r][s] = rows[r], sweep[r]
     import mybackgrounds
-    print(myreport.write_tables(out, data, args.recipe, results, RECIPES[args.recipe], walls, time.time() - t0))
+    print(myreport.write_tables(out, data, args.recipe, results, settings(args.recipe, args.precision), walls,
+                                time.time() - t0))
     myreport.figure(os.path.join(out, 'figure.png'), images, results)
     myreport.write_noise(out, mybackgrounds.NOISE_RATES, noise)
     print(f'wrote {out}/table.md, table.csv, figure.png, noise.csv, figure-noise.png')
 
 
-def report_validation(out, data, folders, test_subset):
+def report_validation(out, data, folders, test_subset, precision='float32'):
     """--validation: every row's accuracy on the validation sets, per seed, as validation.csv."""
     import mymodels
     import myrun
@@ -245,7 +255,8 @@ def report_validation(out, data, folders, test_subset):
     lines = ['training,seed,' + ','.join(n for n, _ in sets.tests) + ',mean,min']
     for s, folder in folders.items():
         for row, m in ROWS.items():
-            acc = evaluator(mymodels.load(os.path.join(folder, f'{m}.keras'), 'classifier', sets.shape, sets.classes))
+            model = mymodels.load(os.path.join(folder, f'{m}.keras'), 'classifier', sets.shape, sets.classes)
+            acc = evaluator(mymodels.in_precision(model, precision))
             backs = [100 * v for n, v in acc.items() if n != 'clean']
             lines.append(f'{row},{s},' + ','.join(f'{100 * v:.2f}' for v in acc.values())
                          + f',{sum(backs) / len(backs):.2f},{min(backs):.2f}')

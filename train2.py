@@ -48,8 +48,8 @@ def main():
     Xtr, Ytr = data.train
 
     with strategy.scope():   # models, optimisers and the training step live on every replica
-        classifier = myrun.load_model(args.model, 'classifier', data)
-        unet = mymodels.unet(data.shape)
+        classifier = myrun.load_model(args.model, 'classifier', data, args.precision)
+        unet = mymodels.in_precision(mymodels.unet(data.shape), args.precision)
         trainer = mytrainers.MaskTrainer(classifier, unet, args.area, args.total_variation, args.loss)
         trainer.compile(optimizer=mymodels.adam(mymodels.LEARNING_RATE['unet']),
                         steps_per_execution=myrun.steps_per_execution(steps))
@@ -57,7 +57,7 @@ def main():
         trainer.optimizer.build(unet.trainable_variables)
     config = {'dataset': args.dataset, 'model': args.model, 'batchsize': args.batchsize, 'loss': args.loss,
               'area': args.area, 'total_variation': args.total_variation, 'subset': args.subset, 'seed': args.seed,
-              'size': args.size}
+              'size': args.size, 'precision': args.precision}
     run = myrun.Run(output, config, args.resume, myrun.is_chief(strategy))
     with strategy.scope():
         start = run.restore(trainer)

@@ -81,10 +81,10 @@ def main():
     total = args.epochs * steps   # a learning-rate schedule spans the whole run, for both players
 
     with strategy.scope():   # models, optimisers and the training step live on every replica
-        gen = mymodels.gen(data.shape, args.tiles) if args.back == 'adv' else None
-        classifier = myrun.load_model(args.model, 'classifier', data)
+        gen = mymodels.in_precision(mymodels.gen(data.shape, args.tiles), args.precision) if args.back == 'adv' else None
+        classifier = myrun.load_model(args.model, 'classifier', data, args.precision)
         masks = 'manual' if manual else args.unet_model if args.unet_model == 'heuristic' else \
-            mymodels.load(args.unet_model, 'unet', data.shape)
+            myrun.load_model(args.unet_model, 'unet', data, args.precision)
         trainer = mytrainers.BackgroundTrainer(classifier, masks, args.binarize_mask, args.back, gen, args.tiles,
                                                args.area, seed=args.seed, clean_share=args.clean_share,
                                                average=args.average, replay=args.replay, history=args.history,
@@ -100,7 +100,7 @@ def main():
               'lr_schedule': args.lr_schedule, 'gen_lr': args.gen_lr,
               'clean_share': args.clean_share, 'average': args.average, 'replay': args.replay, 'history': args.history,
               'generators': args.generators,
-              'size': args.size, 'backgrounds': args.backgrounds}
+              'size': args.size, 'backgrounds': args.backgrounds, 'precision': args.precision}
     if args.lr_schedule != 'constant':
         config['epochs'] = args.epochs   # the schedule spans the run
     run = myrun.Run(output, config, args.resume, myrun.is_chief(strategy))

@@ -51,24 +51,25 @@ def main():
     import myrun
     strategy, data, steps = myrun.start(args)
     config = {'dataset': args.dataset, 'batchsize': args.batchsize, 'lr': args.lr, 'subset': args.subset,
-              'seed': args.seed, 'lr_schedule': args.lr_schedule, 'size': args.size}
+              'seed': args.seed, 'lr_schedule': args.lr_schedule, 'size': args.size, 'precision': args.precision}
     if args.lr_schedule != 'constant':
         config['epochs'] = args.epochs   # the schedule spans the run
 
     # the global branch: given, or trained here exactly as phase 1 (a finished one is kept on --resume)
     if args.global_model or (args.resume and os.path.exists(global_output)):
         with strategy.scope():
-            global_model = myrun.load_model(args.global_model or global_output, 'classifier', data)
+            global_model = myrun.load_model(args.global_model or global_output, 'classifier', data, args.precision)
     else:
         with strategy.scope():
-            global_model = mymodels.build_classifier(data.shape, data.classes,
-                                                     None if args.weights == 'none' else 'imagenet')
+            global_model = mymodels.in_precision(mymodels.build_classifier(
+                data.shape, data.classes, None if args.weights == 'none' else 'imagenet'), args.precision)
             myrun.prepare_classifier(global_model, mymodels.LEARNING_RATE[mymodels.classifier_kind(data.shape)], args, steps)
         myrun.train_classifier(global_model, data, global_output, config, args, strategy)
 
     with strategy.scope():   # the global branch frozen inside; the local branch and fusion learn
         crop = args.crop or data.shape[0] // 2
-        model = myrun.prepare_classifier(mymodels.attention(global_model, data.classes, args.tau, crop), LR, args, steps)
+        model = mymodels.in_precision(mymodels.attention(global_model, data.classes, args.tau, crop), args.precision)
+        model = myrun.prepare_classifier(model, LR, args, steps)
     config.update({'global_model': args.global_model or global_output, 'tau': args.tau, 'crop': args.crop})
     myrun.train_classifier(model, data, output, config, args, strategy)
 

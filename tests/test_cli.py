@@ -51,6 +51,9 @@ BAD = [  # (arguments, what the one line must say)
     (P1 + ['--seed', '-1'], 'at least 0'),
     (P1 + ['--seed', str(2 ** 32)], 'below 2\\*\\*32'),
     (P1 + ['--lr-schedule', 'linear'], 'invalid choice'),
+    (P1 + ['--precision', 'float16'], 'invalid choice'),
+    (['evaluate.py', 'mnist', 'm.keras', '--precision', 'half'], 'invalid choice'),
+    (['reproduce.py', 'mnist', '--precision', 'bf16'], 'invalid choice'),
     (P1 + ['mnsit'], 'unrecognized|valid names'),
     (['train1.py', 'mnsit'], 'valid names: .*mnist_backgrounds'),
     (P2 + ['--area', '1.5'], 'between 0 and 1'),
@@ -148,3 +151,20 @@ def test_progress_reports_finished_steps():
     os.close(w)
     with os.fdopen(r) as f:
         assert [int(line) for line in f] == [2, 4, 6, 8]
+
+
+def test_precision_note_where_bfloat16_is_emulated(monkeypatch, tmp_path, capsys):
+    """bfloat16 hardware is read from /proc/cpuinfo's flags (or an NVIDIA GPU); without it,
+    --precision bfloat16 still runs but says that float32 is likely faster."""
+    import builtins
+    real_open = builtins.open
+    for flags, native in [('fpu sse avx2 avx512f', False), ('fpu avx512f avx512_bf16', True), ('fpu amx_bf16 amx_tile', True)]:
+        (tmp_path / 'cpuinfo').write_text(f'processor\t: 0\nflags\t\t: {flags}\n')
+        monkeypatch.setattr(builtins, 'open', lambda f, *a, **k: real_open(tmp_path / 'cpuinfo' if f == '/proc/cpuinfo' else f, *a, **k))
+        monkeypatch.setattr(os.path, 'isdir', lambda d: False)   # no GPU
+        assert mycli.bfloat16_hardware() is native
+        assert mycli.precision('bfloat16') == 'bfloat16' and mycli.precision('float32') == 'float32'
+        assert ('likely faster' in capsys.readouterr().err) is not native
+        monkeypatch.undo()
+    with pytest.raises(argparse.ArgumentTypeError, match='invalid choice'):
+        mycli.precision('float16')

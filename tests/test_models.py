@@ -213,3 +213,33 @@ def test_attention_on_vgg19_and_saved(tmp_path):
         back = mymodels.load(str(tmp_path / f'a{ext}'), 'classifier', (32, 32, 1), 10)
         np.testing.assert_allclose(back.predict(x, verbose=0), small.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
         assert back.get_layer('attention_crop').tau == 0.6 and back.get_layer('attention_crop').size == 24
+
+
+# --- precision: a property of the run ------------------------------------------------------------
+
+@pytest.mark.parametrize('name', sorted(BUILDERS) + ['attention'])
+def test_in_precision(name, tmp_path):
+    """bfloat16: the same weights, every layer inside computing in bfloat16, the output layers and
+    the attention crop in float32, outputs float32 and close to float32's; back to float32 gives
+    the original exactly; the saved file is float32."""
+    keras.utils.set_random_seed(0)
+    m = mymodels.attention(mymodels.classifier((32, 32, 1), 10), 10) if name == 'attention' else BUILDERS[name]()
+    x = np.random.default_rng(1).random((6, *m.input_shape[1:])).astype('float32')
+    b = mymodels.in_precision(m, 'bfloat16')
+    policies = {l.name: l.dtype_policy.name for l in mymodels._all_layers(b) if not isinstance(l, keras.layers.InputLayer)
+                and not isinstance(l, keras.Model)}
+    outputs = {t._keras_history.operation.name for t in b.outputs}
+    assert all(p == ('float32' if n in outputs or n == 'attention_crop' else 'mixed_bfloat16') for n, p in policies.items())
+    assert len(policies) > 3 and b.outputs[0].dtype == 'float32'
+    assert all(w.dtype == 'float32' for w in b.weights)
+    assert [w.path for w in b.trainable_weights] == [w.path for w in m.trainable_weights]   # the frozen stay frozen
+    assert all(np.array_equal(u, v) for u, v in zip(m.get_weights(), b.get_weights()))
+    y, yb = m.predict(x, verbose=0), b.predict(x, verbose=0)
+    assert not np.array_equal(y, yb)   # it does compute in bfloat16 (8 bits of mantissa) ...
+    assert np.abs(y - yb).max() < 0.05 * max(1.0, np.abs(y).max())   # ... to about 2 digits
+    np.testing.assert_array_equal(mymodels.in_precision(b, 'float32').predict(x, verbose=0), y)
+    assert mymodels.in_precision(m, 'float32') is m
+    mymodels.save(b, str(tmp_path / 'b.keras'))
+    back = mymodels.load(str(tmp_path / 'b.keras'))
+    assert {l.dtype_policy.name for l in mymodels._all_layers(back)} == {'float32'}
+    np.testing.assert_array_equal(back.predict(x, verbose=0), y)

@@ -50,6 +50,12 @@ def test_evaluate_gives_what_phase3_reported(smoke_chain):
         assert r.returncode == 0, r.stderr
         # evaluate prints the accuracies alone, the same numbers phase 3 reported
         assert [float(v) for v in r.stdout.strip().split(',')] == csv_numbers(lines[phase])
+    # in bfloat16: the same model, computing in bfloat16: a few images of 200 may change their class
+    r = inprocess('evaluate.py', 'mnist_backgrounds', d / 'phase3-unet.keras', '--subset', 512, '--test-subset', 200,
+                  '--precision', 'bfloat16')
+    assert r.returncode == 0, r.stderr
+    diff = np.abs(np.array([float(v) for v in r.stdout.strip().split(',')]) - csv_numbers(lines['phase 3 (U-Net mask)']))
+    assert diff.max() <= 0.03, diff
     r = inprocess('evaluate.py', 'mnist_backgrounds', d / 'phase1.keras', '--test-subset', 100, '--subset', 10,
                '--no-halo', '--names')
     assert r.returncode == 0, r.stderr
@@ -466,3 +472,29 @@ def test_fresh_generators(mnist_small):
     assert all(np.array_equal(a, b) for a, b in zip(weights(), fresh2))
     t.fresh_generator(3)
     assert not any(np.array_equal(a, b) for a, b in zip(weights(), fresh2) if a.any())
+
+
+def test_trainers_in_bfloat16(mnist_small):
+    """--precision bfloat16: phase 2 and phase 3 train models computing in bfloat16 (U-Net masks,
+    adversarial backgrounds, composites): finite losses, float32 weights that move, the frozen
+    models unchanged."""
+    X, Y = mnist_small
+    P = lambda m: mymodels.in_precision(m, 'bfloat16')
+    clf, unet, gen = P(mymodels.classifier((32, 32, 1), 10)), P(mymodels.unet((32, 32, 1))), P(mymodels.gen((32, 32, 1), 2))
+    snapshot = lambda m: [w.numpy().copy() for w in m.weights]
+    changed = lambda m, before: any(not np.array_equal(a, w.numpy()) for a, w in zip(before, m.weights))
+    t3 = mytrainers.BackgroundTrainer(clf, unet, 'otsu', 'adv', gen, 2, seed=0, clean_share=0.5, replay=0.25, average=4)
+    t3.compile(optimizer=keras.optimizers.Adam(1e-3), gen_optimizer=mymodels.adam(1e-4))
+    t3.build_all(X[:1])
+    before = {m.name: snapshot(m) for m in (clf, unet, gen)}
+    h = t3.fit(t3.with_noise(mydatagen.batches(X, Y, 16, seed=0)), steps_per_epoch=3, epochs=1, verbose=0)
+    assert np.isfinite(h.history['ce'][0]) and h.history['adv_loss'][0] < 0
+    assert changed(clf, before[clf.name]) and changed(gen, before[gen.name]) and not changed(unet, before[unet.name])
+    assert all(w.dtype == 'float32' for m in (clf, gen) for w in m.weights)
+    unet = P(mymodels.unet((32, 32, 1)))   # (phase 3 froze the other one)
+    t2 = mytrainers.MaskTrainer(clf, unet)
+    t2.compile(optimizer=mymodels.adam(1e-3))
+    before = {m.name: snapshot(m) for m in (clf, unet)}
+    h = t2.fit(mydatagen.batches(X, Y, 16, seed=0), steps_per_epoch=3, epochs=1, verbose=0)
+    assert all(np.isfinite(v[0]) for v in h.history.values())
+    assert changed(unet, before[unet.name]) and not changed(clf, before[clf.name])

@@ -43,6 +43,9 @@ RECIPES = {
               'phase3': ['--epochs', 1, '--batchsize', 32, '--subset', 512, '--test-subset', 200,
                          '--clean-share', 0.25, '--average', 8]},
 }
+# what each recipe computes in (every phase, and the final evaluation): the precision it was chosen
+# and tested in (--precision overrides it)
+PRECISION = {'paper': 'float32', 'fast': 'float32', 'smoke': 'float32'}
 MASK_MODE = 'otsu'   # binarization of the masks in phase 3
 EVALUATION = 1       # version of the evaluation: a change of what is evaluated invalidates evaluation.json
 ROWS = {'Traditional': 'phase1', 'Proposal (heuristic mask)': 'phase3-heuristic', 'Proposal (U-Net mask)': 'phase3-unet',
@@ -201,11 +204,12 @@ def main():
     p.add_argument('--validation', action='store_true',
                    help='train on the first 55,000 training images, evaluate on the last 5,000 with the validation '
                    'backgrounds: the protocol on which recipes are chosen (the test set is not read)')
-    mycli.precision_arg(p)
+    mycli.precision_arg(p, None, "the recipe's: " + ', '.join(f'{r} {v}' for r, v in PRECISION.items()))
     p.add_argument('--strategy', choices=mycli.STRATEGIES, default='default',
                    help='for every phase: one device, all local GPUs, or the machines in TF_CONFIG (then run '
                    'this same command on each, with an output folder they all see)')
     args = p.parse_args()
+    args.precision = args.precision or PRECISION[args.recipe]
     # several machines: every one runs each phase; only the chief writes models and the table
     chief = mycli.is_cluster_chief() if args.strategy == 'multiworker' else True
     data = f'{args.dataset}_{"validation" if args.validation else "backgrounds"}'

@@ -168,3 +168,17 @@ def test_precision_note_where_bfloat16_is_emulated(monkeypatch, tmp_path, capsys
         monkeypatch.undo()
     with pytest.raises(argparse.ArgumentTypeError, match='invalid choice'):
         mycli.precision('float16')
+
+
+def test_reproduce_passes_its_precision_to_every_phase():
+    """reproduce.py --precision bfloat16 reaches every phase (the attention baseline too); in
+    float32 no phase gets the option, so the phases' records of earlier runs stay valid."""
+    import reproduce
+    for precision in ('bfloat16', 'float32'):
+        phases = reproduce.plan('mnist_backgrounds', 'out', 'fast', 0, precision)
+        assert len(phases) == 5
+        for name, script_, args, model in phases:
+            assert args.count('--precision') == (precision == 'bfloat16'), name
+            if precision == 'bfloat16':
+                assert args[args.index('--precision') + 1] == 'bfloat16'
+    assert set(reproduce.PRECISION) == set(reproduce.RECIPES)

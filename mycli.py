@@ -129,6 +129,7 @@ def _between(low_open, high_open):
 fraction = _between(True, True)    # an area: strictly between 0 and 1
 share = _between(False, False)     # a share of images: 0 and 1 allowed
 threshold = _between(True, False)  # a threshold in (0, 1], such as AG-CNN's tau
+span = _between(True, False)       # a part of a run, in (0, 1]
 
 
 def training_args(p, epochs, batchsize, eval_batchsize):

@@ -38,6 +38,10 @@ def main():
     p.add_argument('--area', type=mycli.fraction, default=AREA, help='foreground share for binarize_mask=quantile')
     mycli.schedule_args(p, 'classifier (and, with --lr-schedule, generator)')
     p.add_argument('--gen-lr', type=mycli.rate, default=GEN_LR, help=f'background generator learning rate (default {GEN_LR:g})')
+    p.add_argument('--gen-span', type=mycli.span, default=1.0, metavar='P',
+                   help='with --lr-schedule cosine: the generator\'s rate decays to 0 over the first P of the run and '
+                   'stays 0 after, so that the classifier has the last word against a generator that no longer moves '
+                   '(default 1: over the whole run)')
     p.add_argument('--clean-share', type=mycli.share, default=0.0, metavar='P',
                    help='share of each batch trained on as it is, with its own background (default 0: published)')
     p.add_argument('--average', type=mycli.non_negative_int, default=0, metavar='N',
@@ -61,9 +65,12 @@ def main():
     back_output = f'{stem}-back{ext}'
     if args.imsave:
         mycli.output_dir(args.imsave, what='picture folder')
-    generator_only = [o for o, on in (('--replay', args.replay), ('--generators', args.generators > 1)) if on]
+    generator_only = [o for o, on in (('--replay', args.replay), ('--generators', args.generators > 1),
+                                      ('--gen-span', args.gen_span < 1)) if on]
     if generator_only and args.back != 'adv':
         raise mycli.UserError(f'{generator_only[0]} acts on the background generator: it needs back=adv')
+    if args.gen_span < 1 and args.lr_schedule != 'cosine':
+        raise mycli.UserError('--gen-span shortens the generator\'s learning-rate decay: it needs --lr-schedule cosine')
     if args.back == 'real' and not args.backgrounds and not args.dataset.startswith('prates'):
         raise mycli.UserError('back=real crops backgrounds from photographs: give --backgrounds DIR')
     if args.clean_share + args.replay > 1:
@@ -91,7 +98,8 @@ def main():
                                                generator_every=0 if args.generators == 1 else -(-total // args.generators))
         lr = args.lr or mymodels.LEARNING_RATE[mymodels.classifier_kind(data.shape)]
         trainer.compile(optimizer=mymodels.adam(lr, args.lr_schedule, total),
-                        gen_optimizer=mymodels.adam(args.gen_lr, args.lr_schedule, total) if gen else None,
+                        gen_optimizer=mymodels.adam(args.gen_lr, args.lr_schedule, max(1, round(total * args.gen_span)))
+                        if gen else None,
                         steps_per_execution=myrun.steps_per_execution(steps))
         trainer.build_all(md.to_float(Xtr[:1]))
     config = {'dataset': args.dataset, 'model': args.model, 'unet_model': args.unet_model,
@@ -99,7 +107,7 @@ def main():
               'batchsize': args.batchsize, 'lr': args.lr, 'subset': args.subset, 'seed': args.seed,
               'lr_schedule': args.lr_schedule, 'gen_lr': args.gen_lr,
               'clean_share': args.clean_share, 'average': args.average, 'replay': args.replay, 'history': args.history,
-              'generators': args.generators,
+              'generators': args.generators, 'gen_span': args.gen_span,
               'size': args.size, 'backgrounds': args.backgrounds, 'precision': args.precision}
     if args.lr_schedule != 'constant':
         config['epochs'] = args.epochs   # the schedule spans the run

@@ -69,6 +69,8 @@ BAD = [  # (arguments, what the one line must say)
     (P3 + ['--replay', '2'], 'between 0 and 1'),
     (P3 + ['--history', '0'], 'at least 1'),
     (P3 + ['--generators', '0'], 'at least 1'),
+    (P3 + ['--gen-span', '0'], 'between 0 and 1'),
+    (P3 + ['--gen-span', '1.5'], 'between 0 and 1'),
     (['train_att.py', 'mnist', '--tau', '0'], 'between 0 and 1'),
     (['train_att.py', 'mnist', '--tau', '1.5'], 'between 0 and 1'),
     (['train_att.py', 'mnist', '--crop', '0'], 'at least 1'),
@@ -103,6 +105,9 @@ def test_output_checks(tmp_path):
                        (['mybackgrounds.py', '--size', '8', '--output', str(tmp_path / 'b.png')], 'at least 16'),
                        (P3[:-1] + ['black', '--replay', '0.5', '--output', str(tmp_path / 'm.keras')], 'needs back=adv'),
                        (P3[:-1] + ['noise', '--generators', '3', '--output', str(tmp_path / 'm.keras')], 'needs back=adv'),
+                       (P3[:-1] + ['noise', '--gen-span', '0.5', '--lr-schedule', 'cosine', '--output',
+                                   str(tmp_path / 'm.keras')], 'needs back=adv'),
+                       (P3 + ['--gen-span', '0.5', '--output', str(tmp_path / 'm.keras')], 'needs --lr-schedule cosine'),
                        (P3 + ['--replay', '0.6', '--clean-share', '0.5', '--output', str(tmp_path / 'm.keras')],
                         'together at most 1')]:
         r = script(*args, cwd=tmp_path)

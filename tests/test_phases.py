@@ -498,3 +498,24 @@ def test_trainers_in_bfloat16(mnist_small):
     h = t2.fit(mydatagen.batches(X, Y, 16, seed=0), steps_per_epoch=3, epochs=1, verbose=0)
     assert all(np.isfinite(v[0]) for v in h.history.values())
     assert changed(unet, before[unet.name]) and not changed(clf, before[clf.name])
+
+
+def test_gen_span_stops_the_generator(real_data, tmp_path):
+    """--gen-span 0.25 over 2 epochs of 4 steps: the generator's rate decays to 0 within the first
+    epoch, so between the checkpoints of epochs 1 and 2 (a kill after the second is renamed keeps
+    both) the generator's weights stay as they were while the classifier's move on."""
+    import h5py
+    clf = tmp_path / 'c.keras'
+    mymodels.save(mymodels.classifier((32, 32, 1), 10), str(clf))
+    r = script('train3.py', 'mnist', clf, 'heuristic', 'otsu', 'adv', '--epochs', 2, '--subset', 64, '--test-subset', 32,
+               '--batchsize', 16, '--lr-schedule', 'cosine', '--gen-lr', 1e-3, '--gen-span', 0.25,
+               '--output', tmp_path / 'p3.keras', env={**os.environ, 'BIAL_FAULT': 'checkpoint-renamed@2'})
+    assert r.returncode != 0   # killed on purpose
+    def weights(epoch, model):
+        with h5py.File(tmp_path / 'p3-checkpoint' / f'epoch-{epoch:04d}' / 'state.weights.h5') as f:
+            names = []
+            f[model].visit(lambda n: names.append(n) if isinstance(f[model][n], h5py.Dataset) else None)
+            return [f[model][n][()] for n in sorted(names)]
+    same = lambda model: all(np.array_equal(a, b) for a, b in zip(weights(1, model), weights(2, model)))
+    assert len(weights(1, 'gen')) == 8 and same('gen')
+    assert not same('classifier')

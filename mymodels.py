@@ -272,11 +272,13 @@ def in_precision(model, precision='float32'):
     'bfloat16' (Keras' mixed precision: weights, their updates and every model's outputs stay
     float32, the layers inside compute in bfloat16; about 2.5x faster convolutions on CPUs with
     AMX, see docs/performance.md). Every layer's policy is rewritten, nested models' too, so a
-    file saved by a bfloat16 run is a float32 model like any other (save() stores float32)."""
+    file saved by a bfloat16 run is a float32 model like any other (save() stores float32). A
+    model whose every layer already has its policy is returned as it is."""
     policy = PRECISIONS[precision]
-    if _policy_of(model) == policy:
-        return model
     outputs = {t._keras_history.operation.name for t in model.outputs}
+    if all(layer.dtype_policy.name == _policy_for(layer.__class__.__name__, layer.name, policy, outputs, top)
+           for layer, top in _computing_layers(model)):
+        return model
     config = keras.saving.serialize_keras_object(model)
     _set_policies(config, policy, outputs)
     rebuilt = keras.saving.deserialize_keras_object(config)
@@ -284,28 +286,30 @@ def in_precision(model, precision='float32'):
     return rebuilt
 
 
+def _policy_for(class_name, name, policy, outputs, top):
+    """The policy a layer gets: float32 for FLOAT32_LAYERS and the layers giving the outer
+    model's outputs (top: the layer is not inside a nested model), `policy` for the others."""
+    return 'float32' if class_name in FLOAT32_LAYERS or (top and name in outputs) else policy
+
+
 def _set_policies(config, policy, outputs, top=True):
-    """Rewrite, in place, the dtype policy of every layer in a serialized model: `policy`,
-    except the float32 ones (FLOAT32_LAYERS, and the layers giving the outer model's outputs)."""
+    """Rewrite, in place, the dtype policy of every layer in a serialized model (_policy_for)."""
     for layer in config['config']['layers']:
         c = layer['config']
         if layer['class_name'] in ('Functional', 'Sequential'):
-            _set_policies(layer, policy, (), top=False)
+            _set_policies(layer, policy, outputs, top=False)
         if isinstance(c.get('dtype'), dict) and c['dtype'].get('class_name') == 'DTypePolicy':
-            keep = layer['class_name'] in FLOAT32_LAYERS or (top and c['name'] in outputs)
-            c['dtype']['config']['name'] = 'float32' if keep else policy
+            c['dtype']['config']['name'] = _policy_for(layer['class_name'], c['name'], policy, outputs, top)
 
 
-def _all_layers(model):
+def _computing_layers(model, top=True):
+    """(layer, top) for every layer that computes, nested models' too (not inputs, not the
+    nested models themselves)."""
     for l in model.layers:
-        yield l
         if isinstance(l, keras.Model):
-            yield from _all_layers(l)
-
-
-def _policy_of(model):
-    """'mixed_bfloat16' if any layer computes in bfloat16, else 'float32'."""
-    return 'mixed_bfloat16' if any(l.dtype_policy.name == 'mixed_bfloat16' for l in _all_layers(model)) else 'float32'
+            yield from _computing_layers(l, top=False)
+        elif not isinstance(l, layers.InputLayer):
+            yield l, top
 
 
 # ----------------------------------------------------------------------------------------------

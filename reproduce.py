@@ -165,7 +165,6 @@ def evaluate(folder, models, test, test_subset, eval_batchsize=1024, precision='
     image of the clean set and of each background, for the figure. A row's results are kept in
     FOLDER/evaluation.json under its model file's size and time: running the command again (or
     with more seeds) evaluates only models that are new since."""
-    import mymodels
     import myreport
     import myrun
     from myfiles import write_text
@@ -182,8 +181,7 @@ def evaluate(folder, models, test, test_subset, eval_batchsize=1024, precision='
                 table = md.with_nohalo(data).tests   # clean, the six backgrounds, the six without rim
                 noises = md.dataset(f'{test}_noises', 1, test_subset).tests
                 evaluator = myrun.Evaluator(table + noises, eval_batchsize)
-            hits = evaluator.hits(mymodels.in_precision(mymodels.load(path, 'classifier', data.shape, data.classes),
-                                                        precision))
+            hits = evaluator.hits(myrun.load_model(path, 'classifier', data, precision))
             cache[row] = {'key': key, 'columns': myreport.columns([hits[n] for n, _ in table]),
                           'noise': [100 * float(hits[n].mean()) for n, _ in noises]}
             write_text(cache_path, json.dumps(cache, indent=1))
@@ -251,7 +249,6 @@ def main():
 
 def report_validation(out, data, folders, test_subset, precision='float32'):
     """--validation: every row's accuracy on the validation sets, per seed, as validation.csv."""
-    import mymodels
     import myrun
     from myfiles import write_text
     sets = md.dataset(data, 1, test_subset)
@@ -259,8 +256,7 @@ def report_validation(out, data, folders, test_subset, precision='float32'):
     lines = ['training,seed,' + ','.join(n for n, _ in sets.tests) + ',mean,min']
     for s, folder in folders.items():
         for row, m in ROWS.items():
-            model = mymodels.load(os.path.join(folder, f'{m}.keras'), 'classifier', sets.shape, sets.classes)
-            acc = evaluator(mymodels.in_precision(model, precision))
+            acc = evaluator(myrun.load_model(os.path.join(folder, f'{m}.keras'), 'classifier', sets, precision))
             backs = [100 * v for n, v in acc.items() if n != 'clean']
             lines.append(f'{row},{s},' + ','.join(f'{100 * v:.2f}' for v in acc.values())
                          + f',{sum(backs) / len(backs):.2f},{min(backs):.2f}')

@@ -226,8 +226,7 @@ def test_in_precision(name, tmp_path):
     m = mymodels.attention(mymodels.classifier((32, 32, 1), 10), 10) if name == 'attention' else BUILDERS[name]()
     x = np.random.default_rng(1).random((6, *m.input_shape[1:])).astype('float32')
     b = mymodels.in_precision(m, 'bfloat16')
-    policies = {l.name: l.dtype_policy.name for l in mymodels._all_layers(b) if not isinstance(l, keras.layers.InputLayer)
-                and not isinstance(l, keras.Model)}
+    policies = {l.name: l.dtype_policy.name for l, _ in mymodels._computing_layers(b)}
     outputs = {t._keras_history.operation.name for t in b.outputs}
     assert all(p == ('float32' if n in outputs or n == 'attention_crop' else 'mixed_bfloat16') for n, p in policies.items())
     assert len(policies) > 3 and b.outputs[0].dtype == 'float32'
@@ -241,5 +240,16 @@ def test_in_precision(name, tmp_path):
     assert mymodels.in_precision(m, 'float32') is m
     mymodels.save(b, str(tmp_path / 'b.keras'))
     back = mymodels.load(str(tmp_path / 'b.keras'))
-    assert {l.dtype_policy.name for l in mymodels._all_layers(back)} == {'float32'}
+    assert {l.dtype_policy.name for l, _ in mymodels._computing_layers(back)} == {'float32'}
     np.testing.assert_array_equal(back.predict(x, verbose=0), y)
+
+
+def test_in_precision_of_a_model_half_converted():
+    """train_att.py's case: an attention model built on a global classifier already in bfloat16
+    (its own new layers in float32) is converted whole, not taken as bfloat16 already."""
+    g = mymodels.in_precision(mymodels.classifier((32, 32, 1), 10), 'bfloat16')
+    a = mymodels.in_precision(mymodels.attention(g, 10, crop=16), 'bfloat16')
+    policies = {l.name: l.dtype_policy.name for l, _ in mymodels._computing_layers(a)}
+    assert policies.pop('logits') == 'float32' and policies.pop('attention_crop') == 'float32'
+    assert set(policies.values()) == {'mixed_bfloat16'} and len(policies) > 8
+    assert mymodels.in_precision(a, 'bfloat16') is a   # converted once, then left as it is

@@ -112,6 +112,12 @@ def test_evaluate_seg(smoke_chain, tmp_path):
     assert len(files) == 20 and 'seg-0.png' in files and 'seg-19.png' in files
     m = iio.imread(tmp_path / 'seg' / 'seg-0.png')
     assert m.shape == (32, 32) and set(np.unique(m)) <= {0, 255}
+    # in bfloat16: the same masks but for the odd pixel whose soft mask sits at the 0.5 threshold
+    r = inprocess('evaluate_seg.py', 'mnist_backgrounds', smoke_chain['dir'] / 'phase2.keras', '--subset', 20,
+                  '--output', tmp_path / 'seg16', '--precision', 'bfloat16')
+    assert r.returncode == 0, r.stderr
+    read = lambda d: np.stack([iio.imread(tmp_path / d / f'seg-{i}.png') for i in range(20)]) > 0
+    assert (read('seg') != read('seg16')).mean() < 0.01
 
 
 @pytest.mark.slow

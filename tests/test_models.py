@@ -217,6 +217,11 @@ def test_attention_on_vgg19_and_saved(tmp_path):
 
 # --- precision: a property of the run ------------------------------------------------------------
 
+def policies(model):
+    """Each computing layer's dtype policy, by layer name, nested models' layers too."""
+    return {l.name: l.dtype_policy.name for l, _ in mymodels._computing_layers(model)}
+
+
 @pytest.mark.parametrize('name', sorted(BUILDERS) + ['attention'])
 def test_in_precision(name, tmp_path):
     """bfloat16: the same weights, every layer inside computing in bfloat16, the output layers and
@@ -226,10 +231,10 @@ def test_in_precision(name, tmp_path):
     m = mymodels.attention(mymodels.classifier((32, 32, 1), 10), 10) if name == 'attention' else BUILDERS[name]()
     x = np.random.default_rng(1).random((6, *m.input_shape[1:])).astype('float32')
     b = mymodels.in_precision(m, 'bfloat16')
-    policies = {l.name: l.dtype_policy.name for l, _ in mymodels._computing_layers(b)}
+    got = policies(b)
     outputs = {t._keras_history.operation.name for t in b.outputs}
-    assert all(p == ('float32' if n in outputs or n == 'attention_crop' else 'mixed_bfloat16') for n, p in policies.items())
-    assert len(policies) > 3 and b.outputs[0].dtype == 'float32'
+    assert all(p == ('float32' if n in outputs or n == 'attention_crop' else 'mixed_bfloat16') for n, p in got.items())
+    assert len(got) > 3 and b.outputs[0].dtype == 'float32'
     assert all(w.dtype == 'float32' for w in b.weights)
     assert [w.path for w in b.trainable_weights] == [w.path for w in m.trainable_weights]   # the frozen stay frozen
     assert all(np.array_equal(u, v) for u, v in zip(m.get_weights(), b.get_weights()))
@@ -240,7 +245,7 @@ def test_in_precision(name, tmp_path):
     assert mymodels.in_precision(m, 'float32') is m
     mymodels.save(b, str(tmp_path / 'b.keras'))
     back = mymodels.load(str(tmp_path / 'b.keras'))
-    assert {l.dtype_policy.name for l, _ in mymodels._computing_layers(back)} == {'float32'}
+    assert set(policies(back).values()) == {'float32'}
     np.testing.assert_array_equal(back.predict(x, verbose=0), y)
 
 
@@ -249,7 +254,7 @@ def test_in_precision_of_a_model_half_converted():
     (its own new layers in float32) is converted whole, not taken as bfloat16 already."""
     g = mymodels.in_precision(mymodels.classifier((32, 32, 1), 10), 'bfloat16')
     a = mymodels.in_precision(mymodels.attention(g, 10, crop=16), 'bfloat16')
-    policies = {l.name: l.dtype_policy.name for l, _ in mymodels._computing_layers(a)}
-    assert policies.pop('logits') == 'float32' and policies.pop('attention_crop') == 'float32'
-    assert set(policies.values()) == {'mixed_bfloat16'} and len(policies) > 8
+    got = policies(a)
+    assert got.pop('logits') == 'float32' and got.pop('attention_crop') == 'float32'
+    assert set(got.values()) == {'mixed_bfloat16'} and len(got) > 8
     assert mymodels.in_precision(a, 'bfloat16') is a   # converted once, then left as it is

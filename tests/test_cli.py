@@ -187,3 +187,20 @@ def test_reproduce_passes_its_precision_to_every_phase():
             if precision == 'bfloat16':
                 assert args[args.index('--precision') + 1] == 'bfloat16'
     assert set(reproduce.PRECISION) == set(reproduce.RECIPES)
+
+
+def test_fast_recipe_generator_rate_per_row():
+    """The fast recipe trains the heuristic row's generator at 3e-4 and the U-Net row's at 1e-4,
+    and their phase-3 arguments differ in nothing else; recipes without a per-row entry give both
+    rows the same phase 3."""
+    import reproduce
+    def phase3(recipe):
+        p = {name: args for name, _, args, _ in reproduce.plan('mnist_backgrounds', 'out', recipe, 0)}
+        return p['phase 3 (heuristic mask)'][5:], p['phase 3 (U-Net mask)'][5:]
+    h, u = phase3('fast')
+    rate = lambda a: a[a.index('--gen-lr') + 1]
+    assert (rate(h), rate(u)) == (3e-4, 1e-4)
+    assert [a for a, b in zip(h, u) if a != b] == [3e-4] and len(h) == len(u)
+    for recipe in ('paper', 'smoke'):
+        h, u = phase3(recipe)
+        assert h == u == reproduce.RECIPES[recipe]['phase3'] + ['--seed', 0]

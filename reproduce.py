@@ -57,6 +57,7 @@ RECIPES = {
 # and tested in (--precision overrides it)
 PRECISION = {'paper': 'float32', 'fast': 'float32', 'smoke': 'float32'}
 MASK_MODE = 'otsu'   # binarization of the masks in phase 3
+JOBS = 2             # phases trained side by side (--jobs)
 EVALUATION = 1       # version of the evaluation: a change of what is evaluated invalidates evaluation.json
 ROWS = {'Traditional': 'phase1', 'Proposal (heuristic mask)': 'phase3-heuristic', 'Proposal (U-Net mask)': 'phase3-unet',
         'Attention-guided CNN': 'attention'}
@@ -97,10 +98,10 @@ def steps_of(args, n_train):
     return option(args, '--epochs') * (min(n_train, option(args, '--subset', n_train)) // option(args, '--batchsize'))
 
 
-def run_phase(script, args, model, bar, strategy='default'):
+def run_phase(script, args, model, bar, strategy='default', procs=None):
     """Run one phase script (resuming its own checkpoint if there is one), moving `bar` as it
     reports its finished steps. Returns its output; raises UserError with its last error line if
-    it fails."""
+    it fails. The process is kept in the set `procs` while it runs (so that it can be stopped)."""
     cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), script)] + \
         [str(a) for a in args] + ['--output', model, '--resume', '--strategy', strategy]
     progress_r, progress_w = os.pipe()
@@ -108,6 +109,8 @@ def run_phase(script, args, model, bar, strategy='default'):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             pass_fds=[progress_w])
     os.close(progress_w)
+    procs = set() if procs is None else procs
+    procs.add(proc)
     out = {}
     readers = [threading.Thread(target=lambda k, s: out.__setitem__(k, s.read()), args=(k, s), daemon=True)
                for k, s in (('stdout', proc.stdout), ('stderr', proc.stderr))]
@@ -117,6 +120,7 @@ def run_phase(script, args, model, bar, strategy='default'):
         for line in progress:   # ends when the script exits
             bar.update(int(line) - bar.n)
     proc.wait()
+    procs.discard(proc)
     for t in readers:
         t.join()
     if proc.returncode in (130, -2):
@@ -143,9 +147,12 @@ def wait_for_chief(state_path, model, key, timeout=600):
                           'do all workers see the same output folder?')
 
 
-def train(data, out, recipe, seed, n_train, strategy, chief, label='', precision='float32'):
-    """Every phase of one seed into `out`, skipping those already done with the same settings.
-    Returns the training wall time (all runs of this command into `out` together)."""
+def train(data, out, recipe, seed, n_train, strategy, chief, label='', precision='float32', jobs=1):
+    """Every phase of one seed into `out`, skipping those already done with the same settings;
+    up to `jobs` phases at a time (each in its own process, in the plan's order, once the models
+    it reads are done). Returns the training wall time (all runs of this command into `out`
+    together)."""
+    import queue
     from tqdm import tqdm
     from myfiles import write_text
     os.makedirs(out, exist_ok=True)
@@ -153,20 +160,70 @@ def train(data, out, recipe, seed, n_train, strategy, chief, label='', precision
     done = json.load(open(state_path)) if os.path.exists(state_path) else {}
     wall, t0 = done.get('_wall', 0.0), time.time()
     phases = plan(data, out, recipe, seed, precision)
+    todo = []   # (number, name, script, arguments, model, key) of the phases still to run
     for i, (name, script, a, model) in enumerate(phases):
         key = ' '.join(map(str, [script] + a))
-        if done.get(model) == key and os.path.exists(model):
-            continue
-        desc = f'{label}{name} [{i + 1}/{len(phases)}]'
-        with tqdm(total=steps_of(a, n_train), desc=desc, unit='step', disable=None, leave=False) as bar:
-            stdout = run_phase(script, a, model, bar, strategy)
-        if chief:
-            done[model] = key
-            done['_wall'] = wall + time.time() - t0
-            write_text(state_path, json.dumps(done, indent=1))
-        else:
-            wait_for_chief(state_path, model, key)
-        print(f'{label}{name}: {stdout.strip().splitlines()[-1]}', flush=True)
+        if not (done.get(model) == key and os.path.exists(model)):
+            todo.append((i, name, script, a, model, key))
+    reads = lambda task: {str(a) for a in task[3]}
+    waits_for = {t[4]: [t2[4] for t2 in todo if t2[4] in reads(t)] for t in todo}   # inputs not made yet
+    finished, running, procs, reports, errors = set(), {}, set(), queue.Queue(), []
+
+    def work(task, slot):
+        i, name, script, a, model, _ = task
+        try:
+            with tqdm(total=steps_of(a, n_train), desc=f'{label}{name} [{i + 1}/{len(phases)}]', unit='step',
+                      disable=None, leave=False, position=slot) as bar:
+                reports.put((task, run_phase(script, a, model, bar, strategy, procs), None))
+        except BaseException as e:   # handed to the main thread, which decides
+            reports.put((task, None, e))
+
+    def stop(signal_number):   # the other phases: their scripts keep their last checkpoint
+        for p in list(procs):
+            try:
+                p.send_signal(signal_number)
+            except OSError:
+                pass
+
+    try:
+        while todo or running:
+            for task in [t for t in todo if not errors and all(m in finished for m in waits_for[t[4]])]:
+                if len(running) < jobs:
+                    slot = min(set(range(jobs)) - {s for s, _ in running.values()})
+                    running[task[4]] = (slot, threading.Thread(target=work, args=(task, slot), daemon=True))
+                    running[task[4]][1].start()
+                    todo.remove(task)
+            if not running:
+                break
+            while True:   # (a timeout, so that Ctrl-C reaches this thread at once)
+                try:
+                    task, stdout, error = reports.get(timeout=0.5)
+                    break
+                except queue.Empty:
+                    pass
+            i, name, script, a, model, key = task
+            running.pop(model)[1].join()
+            if error is not None:
+                if not errors:
+                    stop(2)   # SIGINT
+                errors.append(error)
+                continue
+            finished.add(model)
+            if chief:
+                done[model] = key
+                done['_wall'] = wall + time.time() - t0
+                write_text(state_path, json.dumps(done, indent=1))
+            else:
+                wait_for_chief(state_path, model, key)
+            tqdm.write(f'{label}{name}: {stdout.strip().splitlines()[-1]}')
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        stop(2)
+        for _, thread in running.values():
+            thread.join(timeout=60)
+        raise
+    if errors:   # the first failure (the others were stopped because of it)
+        raise errors[0]
     return wall + time.time() - t0
 
 
@@ -217,8 +274,16 @@ def main():
     p.add_argument('--strategy', choices=mycli.STRATEGIES, default='default',
                    help='for every phase: one device, all local GPUs, or the machines in TF_CONFIG (then run '
                    'this same command on each, with an output folder they all see)')
+    p.add_argument('--jobs', type=mycli.positive_int, default=JOBS,
+                   help=f'phases trained at the same time, each in its own process once the models it reads are '
+                   f'made (default {JOBS}: a phase at batch 8 leaves a few CPU cores partly idle, so two side by '
+                   'side finish sooner; the numbers are the same as one at a time). multiworker: always 1')
     args = p.parse_args()
     args.precision = args.precision or PRECISION[args.recipe]
+    if args.strategy == 'multiworker':
+        args.jobs = 1   # every worker takes part in each phase, in step with the others
+    if args.jobs > 1:   # several TensorFlow processes on one GPU: each takes memory as it needs it
+        os.environ.setdefault('TF_FORCE_GPU_ALLOW_GROWTH', 'true')
     # several machines: every one runs each phase; only the chief writes models and the table
     chief = mycli.is_cluster_chief() if args.strategy == 'multiworker' else True
     data = f'{args.dataset}_{"validation" if args.validation else "backgrounds"}'
@@ -230,7 +295,8 @@ def main():
     seeds = list(range(args.seed, args.seed + args.seeds))
     folders = {s: out if args.seeds == 1 else os.path.join(out, f'seed-{s}') for s in seeds}
     walls = {s: train(data, folders[s], args.recipe, s, n_train, args.strategy, chief,
-                      label='' if args.seeds == 1 else f'seed {s}: ', precision=args.precision) for s in seeds}
+                      label='' if args.seeds == 1 else f'seed {s}: ', precision=args.precision, jobs=args.jobs)
+             for s in seeds}
     if not chief:
         print(f'this worker took part in every phase; the chief writes the models and {out}/table.md')
         return

@@ -204,3 +204,88 @@ def test_fast_recipe_generator_rate_per_row():
     for recipe in ('paper', 'smoke'):
         h, u = phase3(recipe)
         assert h == u == reproduce.RECIPES[recipe]['phase3'] + ['--seed', 0]
+
+
+class FakePhases:
+    """Stands in for reproduce.run_phase: each phase 'runs' for its time in seconds (or fails),
+    writes its model file, and logs when it started and ended. A phase that is sent a signal
+    while it runs stops at once, as the scripts do on SIGINT (exit 130)."""
+
+    def __init__(self, seconds, fail=None):
+        import threading
+        self.seconds, self.fail, self.log, self.stopped = seconds, fail, [], []
+        self.lock = threading.Lock()
+
+    def __call__(self, script_, args, model, bar, strategy='default', procs=None):
+        import threading
+        import time
+        name = os.path.basename(model)
+        signalled = threading.Event()
+        proc = type('Proc', (), {'send_signal': lambda self_, s: (self.stopped.append(name), signalled.set())})()
+        procs.add(proc)
+        with self.lock:
+            self.log.append(('start', name, time.monotonic()))
+        try:
+            if signalled.wait(self.seconds[name]):
+                raise KeyboardInterrupt
+            if name == self.fail:
+                raise mycli.UserError(f'{script_} failed: out of memory')
+            open(model, 'w').close()
+            return f'{name} done\n'
+        finally:
+            procs.discard(proc)
+            with self.lock:
+                self.log.append(('end', name, time.monotonic()))
+
+    def span(self, name):
+        return [t for _, n, t in self.log if n == name]
+
+
+SECONDS = {'phase1.keras': 0.2, 'phase3-heuristic.keras': 0.6, 'phase2.keras': 0.1, 'phase3-unet.keras': 0.3,
+           'attention.keras': 0.2}
+
+
+@pytest.mark.parametrize('jobs', [1, 2])
+def test_reproduce_runs_phases_side_by_side_once_their_inputs_exist(jobs, monkeypatch, tmp_path):
+    """--jobs N: at most N phases at once, each started only after the models it reads are
+    made (phase 1 before every other, phase 2 before the U-Net row), in the plan's order; with
+    N = 1 one after the other. Every phase is recorded in done.json."""
+    import json
+    import reproduce
+    fake = FakePhases(SECONDS)
+    monkeypatch.setattr(reproduce, 'run_phase', fake)
+    reproduce.train('mnist_backgrounds', str(tmp_path), 'fast', 0, 60000, 'default', True, jobs=jobs)
+    start = {n: fake.span(n)[0] for n in SECONDS}
+    end = {n: fake.span(n)[1] for n in SECONDS}
+    assert all(start[n] >= end['phase1.keras'] for n in SECONDS if n != 'phase1.keras')
+    assert start['phase3-unet.keras'] >= end['phase2.keras']
+    events = sorted((t, +1 if e == 'start' else -1) for e, _, t in fake.log)
+    at_once = max(sum(d for _, d in events[:i + 1]) for i in range(len(events)))
+    assert at_once == jobs
+    order = [n for e, n, _ in fake.log if e == 'start']
+    if jobs == 1:
+        assert order == [os.path.basename(m) for *_, m in reproduce.plan('d', str(tmp_path), 'fast', 0)]
+    else:   # the heuristic row and phase 2 side by side, then the U-Net row before the baseline
+        assert order == ['phase1.keras', 'phase3-heuristic.keras', 'phase2.keras', 'phase3-unet.keras', 'attention.keras']
+        assert start['phase2.keras'] < end['phase3-heuristic.keras']
+    done = json.loads((tmp_path / 'done.json').read_text())
+    assert sorted(os.path.basename(k) for k in done if k != '_wall') == sorted(SECONDS)
+
+
+def test_reproduce_stops_the_other_phases_when_one_fails(monkeypatch, tmp_path):
+    """A failing phase stops the one running beside it (its script keeps its checkpoint), starts
+    nothing more and is the error reported; the same command then runs only what is left."""
+    import json
+    import reproduce
+    fake = FakePhases(dict(SECONDS, **{'phase2.keras': 30}), fail='phase3-heuristic.keras')
+    monkeypatch.setattr(reproduce, 'run_phase', fake)
+    with pytest.raises(mycli.UserError, match='train3.py failed: out of memory'):
+        reproduce.train('mnist_backgrounds', str(tmp_path), 'fast', 0, 60000, 'default', True, jobs=2)
+    assert fake.stopped == ['phase2.keras'] and fake.span('phase2.keras')[1] - fake.span('phase2.keras')[0] < 10
+    assert [n for e, n, _ in fake.log if e == 'start'] == ['phase1.keras', 'phase3-heuristic.keras', 'phase2.keras']
+    assert [os.path.basename(k) for k in json.loads((tmp_path / 'done.json').read_text()) if k != '_wall'] == \
+        ['phase1.keras']
+    again = FakePhases(SECONDS)
+    monkeypatch.setattr(reproduce, 'run_phase', again)
+    reproduce.train('mnist_backgrounds', str(tmp_path), 'fast', 0, 60000, 'default', True, jobs=2)
+    assert sorted(n for e, n, _ in again.log if e == 'start') == sorted(set(SECONDS) - {'phase1.keras'})

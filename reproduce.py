@@ -17,8 +17,10 @@ models already evaluated), and after Ctrl-C or a crash it continues where it sto
 --validation trains on the first 55,000 training images and evaluates on the last 5,000 with the
 validation backgrounds instead: how recipes are chosen, without the test set.
 """
+import collections
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -160,65 +162,61 @@ def train(data, out, recipe, seed, n_train, strategy, chief, label='', precision
     done = json.load(open(state_path)) if os.path.exists(state_path) else {}
     wall, t0 = done.get('_wall', 0.0), time.time()
     phases = plan(data, out, recipe, seed, precision)
-    todo = []   # (number, name, script, arguments, model, key) of the phases still to run
-    for i, (name, script, a, model) in enumerate(phases):
-        key = ' '.join(map(str, [script] + a))
-        if not (done.get(model) == key and os.path.exists(model)):
-            todo.append((i, name, script, a, model, key))
-    reads = lambda task: {str(a) for a in task[3]}
-    waits_for = {t[4]: [t2[4] for t2 in todo if t2[4] in reads(t)] for t in todo}   # inputs not made yet
+    Phase = collections.namedtuple('Phase', 'number name script args model key')
+    todo = [Phase(i, name, script, a, model, ' '.join(map(str, [script] + a)))
+            for i, (name, script, a, model) in enumerate(phases)]
+    todo = [p for p in todo if not (done.get(p.model) == p.key and os.path.exists(p.model))]   # still to run
+    waits_for = {p.model: [q.model for q in todo if q.model in map(str, p.args)] for p in todo}   # its inputs
     finished, running, procs, reports, errors = set(), {}, set(), queue.Queue(), []
 
-    def work(task, slot):
-        i, name, script, a, model, _ = task
+    def work(p, slot):
         try:
-            with tqdm(total=steps_of(a, n_train), desc=f'{label}{name} [{i + 1}/{len(phases)}]', unit='step',
-                      disable=None, leave=False, position=slot) as bar:
-                reports.put((task, run_phase(script, a, model, bar, strategy, procs), None))
+            with tqdm(total=steps_of(p.args, n_train), desc=f'{label}{p.name} [{p.number + 1}/{len(phases)}]',
+                      unit='step', disable=None, leave=False, position=slot) as bar:
+                reports.put((p, run_phase(p.script, p.args, p.model, bar, strategy, procs), None))
         except BaseException as e:   # handed to the main thread, which decides
-            reports.put((task, None, e))
+            reports.put((p, None, e))
 
-    def stop(signal_number):   # the other phases: their scripts keep their last checkpoint
-        for p in list(procs):
+    def stop():   # the phases still running: SIGINT, on which their scripts keep their last checkpoint
+        for proc in list(procs):
             try:
-                p.send_signal(signal_number)
+                proc.send_signal(signal.SIGINT)
             except OSError:
                 pass
 
     try:
         while todo or running:
-            for task in [t for t in todo if not errors and all(m in finished for m in waits_for[t[4]])]:
+            for p in [p for p in todo if not errors and all(m in finished for m in waits_for[p.model])]:
                 if len(running) < jobs:
                     slot = min(set(range(jobs)) - {s for s, _ in running.values()})
-                    running[task[4]] = (slot, threading.Thread(target=work, args=(task, slot), daemon=True))
-                    running[task[4]][1].start()
-                    todo.remove(task)
+                    running[p.model] = (slot, threading.Thread(target=work, args=(p, slot), daemon=True))
+                    running[p.model][1].start()
+                    todo.remove(p)
             if not running:
                 break
             while True:   # (a timeout, so that Ctrl-C reaches this thread at once)
                 try:
-                    task, stdout, error = reports.get(timeout=0.5)
+                    p, stdout, error = reports.get(timeout=0.5)
                     break
                 except queue.Empty:
                     pass
-            i, name, script, a, model, key = task
-            running.pop(model)[1].join()
+            running.pop(p.model)[1].join()
             if error is not None:
                 if not errors:
-                    stop(2)   # SIGINT
+                    stop()
                 errors.append(error)
                 continue
-            finished.add(model)
+            finished.add(p.model)
             if chief:
-                done[model] = key
+                done[p.model] = p.key
                 done['_wall'] = wall + time.time() - t0
                 write_text(state_path, json.dumps(done, indent=1))
             else:
-                wait_for_chief(state_path, model, key)
-            tqdm.write(f'{label}{name}: {stdout.strip().splitlines()[-1]}')
+                wait_for_chief(state_path, p.model, p.key)
+            tqdm.write(f'{label}{p.name}: {stdout.strip().splitlines()[-1]}')
             sys.stdout.flush()
     except KeyboardInterrupt:
-        stop(2)
+        stop()
         for _, thread in running.values():
             thread.join(timeout=60)
         raise

@@ -16,7 +16,7 @@ import sys
 
 # the choices of the scripts' arguments, each listed once
 STRATEGIES = ['default', 'mirrored', 'multiworker']   # tf.distribute: one device, local GPUs, machines
-BINARIZE = ['otsu', '0.5', 'quantile', 'none']         # per-image binarization of a mask (mytrainers.binarize)
+BINARIZE = ['otsu', '0.5', 'quantile', 'none', 'jitter']   # per-image binarization of a mask (mytrainers.binarize)
 BACKS = ['black', 'noise', 'adv', 'real']              # phase 3's backgrounds
 SCHEDULES = ['constant', 'cosine']                     # learning rates (mymodels.learning_rate)
 PRECISIONS = ['float32', 'bfloat16']                   # what the layers compute in (mymodels.in_precision)

@@ -182,16 +182,16 @@ def distribute(strategy, batch_size, make):
     return strategy.distribute_datasets_from_function(per_worker)
 
 
-def with_noise(ds, shape, seed=0, start_step=0, part=None, uniform=False):
+def with_noise(ds, shape, seed=0, start_step=0, part=None, uniform=False, stream=None):
     """Add standard normal noise of `shape` per image to each batch, just before the labels
     (phase 3: the generator's input, or the noise backgrounds; uniform=True: uniform in [0, 1),
-    its own stream, for the clean share). Drawn here rather than in the training step so that the
+    its own stream, for the clean share; stream: the number of another stream of its own). Drawn here rather than in the training step so that the
     draw is the same whether one device or several replicas share the batch. One seeded stream
     of per-batch seeds; a run resumed at step `start_step` (epochs done x steps per epoch) skips
     to where the uninterrupted run was, so it draws the same noise.
     part=(lo, hi, batch size): rows lo:hi of the whole batch's noise (ds holds those rows)."""
     shape = [int(d) for d in shape]
-    stream = 104729 if uniform else 7919
+    stream = stream or (104729 if uniform else 7919)
     seeds = tf.data.Dataset.random(seed=int(seed) + stream).skip(2 * int(start_step)).batch(2)
     draw = tf.random.stateless_uniform if uniform else tf.random.stateless_normal
 

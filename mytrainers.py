@@ -58,8 +58,12 @@ def quantile(M, q):
     return v[:, i] + (v[:, j] - v[:, i]) * (pos - tf.cast(i, tf.float32))
 
 
-def binarize(M, mode, area=0.2):
-    """Soft masks (n, H, W, C) -> per-image binary masks (float 0/1), or the soft mask for 'none'."""
+def binarize(M, mode, area=0.2, u=None):
+    """Soft masks (n, H, W, C) -> per-image binary masks (float 0/1), or the soft mask for 'none'.
+    'jitter': each image cut at a threshold between Otsu's and 0.5 (Otsu's where it is above
+    0.5), at the fraction u (n,) of the way, uniform in [0, 1) in training; without u (outside
+    training) at the midpoint. Loose masks keep a dark border around the object, tight ones cut
+    into it: the classifier meets both."""
     M = tf.cast(M, tf.float32)
     if mode == 'none':
         return M
@@ -67,12 +71,14 @@ def binarize(M, mode, area=0.2):
         t = tf.fill([tf.shape(M)[0]], 0.5)
     elif mode == 'otsu':
         t = otsu_threshold(M)
+    elif mode == 'jitter':
+        lo = otsu_threshold(M)
+        t = lo + (tf.maximum(lo, 0.5) - lo) * (0.5 if u is None else u)
     elif mode == 'quantile':
         t = quantile(M, 1 - area)
     else:
         raise ValueError(f'unknown binarize mode {mode!r}; one of {", ".join(BINARIZE)}')
     return tf.cast(M >= t[:, None, None, None], tf.float32)
-
 
 
 # ----------------------------------------------------------------------------------------------
@@ -286,14 +292,14 @@ class BackgroundTrainer(keras.Model):
             if len(v.shape):   # the moments; the scalars are the step count (and a constant rate)
                 v.assign(keras.ops.zeros(v.shape, v.dtype))
 
-    def masks(self, X, given=None):
+    def masks(self, X, given=None, u=None):
         if self.mask_source == 'manual':
             soft = given
         elif self.mask_source == 'heuristic':
             soft = tf.cast(X > 0, tf.float32)
         else:
             soft = self.unet(X, training=False)
-        return tf.stop_gradient(binarize(soft, self.binarize_mode, self.area)), soft
+        return tf.stop_gradient(binarize(soft, self.binarize_mode, self.area, u)), soft
 
     @property
     def noise_shape(self):
@@ -313,6 +319,8 @@ class BackgroundTrainer(keras.Model):
             ds = mydatagen.with_noise(ds, self.noise_shape, seed, start_step, part)
         if self.clean_share > 0 or self.replay > 0:
             ds = mydatagen.with_noise(ds, (), seed, start_step, part, uniform=True)
+        if self.binarize_mode == 'jitter':   # where each mask is cut: a stream of its own
+            ds = mydatagen.with_noise(ds, (), seed, start_step, part, uniform=True, stream=15485863)
         return ds
 
     def adversarial_backgrounds(self, n=None, training=True, z=None):
@@ -331,13 +339,13 @@ class BackgroundTrainer(keras.Model):
         return X * M + B * (1 - M)
 
     def train_step(self, data):
-        X, *extra, Y = data   # (X, [masks], [backgrounds], [noise], [uniform], Y)
+        X, *extra, Y = data   # (X, [masks], [backgrounds], [noise], [uniform], [uniform for jitter], Y)
         wanted = [self.mask_source == 'manual', self.back == 'real', self.noise_shape is not None,
-                  self.clean_share > 0 or self.replay > 0]
+                  self.clean_share > 0 or self.replay > 0, self.binarize_mode == 'jitter']
         if len(extra) != sum(wanted):
             raise ValueError(f'phase 3 with back={self.back!r}, masks={self.mask_source!r} takes batches of '
                              f'{2 + sum(wanted)} tensors, got {2 + len(extra)} (add the noise with with_noise())')
-        given_masks, B, z, u = [extra.pop(0) if w else None for w in wanted]
+        given_masks, B, z, u, cut = [extra.pop(0) if w else None for w in wanted]
         if self.back == 'noise':
             B = z
         # with clean_share, only the other images get a mask and a painted background (gathered),
@@ -350,8 +358,8 @@ class BackgroundTrainer(keras.Model):
             rows = tf.where(u >= self.clean_share)[:, 0]
             n = tf.size(rows)
             painted = tf.concat([rows, tf.zeros([1], rows.dtype)], 0)[:tf.maximum(n, 1)]
-            Xb, given_masks, B, z = [None if t is None else tf.gather(t, painted) for t in (X, given_masks, B, z)]
-        M, _ = self.masks(Xb, given_masks)
+            Xb, given_masks, B, z, cut = [None if t is None else tf.gather(t, painted) for t in (X, given_masks, B, z, cut)]
+        M, _ = self.masks(Xb, given_masks, cut)
         if self.replay:   # which get a fresh background, and a past one for every image
             u_b = tf.gather(u, painted)
             fresh = tf.where((u_b >= self.clean_share + self.replay) | self.past.empty())[:, 0]

@@ -149,13 +149,29 @@ def test_other_binarize_modes():
     np.testing.assert_array_equal(mytrainers.binarize(const, 'otsu').numpy(), np.ones_like(const))
 
 
+def test_jitter_cuts_each_mask_between_otsu_and_one_half():
+    """'jitter': at u = 0 Otsu's mask, at u -> 1 the mask cut at 0.5 (Otsu's where it is above
+    0.5), in between a mask inside the first and around the second; without u, the midpoint."""
+    rng = np.random.default_rng(1)
+    M = (0.6 * rng.random((4, 16, 16, 1))).astype(np.float32)   # soft masks of low contrast, as the U-Net's
+    M[3] = 0.7 + 0.3 * M[3]                                     # one whose Otsu threshold is above 0.5
+    otsu, half = (mytrainers.binarize(M, m).numpy() for m in ('otsu', '0.5'))
+    at = lambda u: mytrainers.binarize(M, 'jitter', u=np.full(4, u, np.float32)).numpy()
+    np.testing.assert_array_equal(at(0.0), otsu)
+    np.testing.assert_array_equal(at(0.999999)[:3], half[:3])
+    np.testing.assert_array_equal(at(0.7)[3], otsu[3])
+    mid = at(0.5)
+    assert np.all(mid <= otsu) and np.all(mid[:3] >= half[:3]) and otsu[:3].sum() > mid[:3].sum() > half[:3].sum()
+    np.testing.assert_array_equal(mytrainers.binarize(M, 'jitter').numpy(), mid)
+
+
 @pytest.fixture(scope='module')
 def mnist_small(real_data):
     return mydatasets.dataset('mnist', 128).train
 
 
 @pytest.mark.parametrize('back, mode, replay', [(b, 'otsu', 0) for b in ['black', 'noise', 'adv', 'real']] +
-                         [('adv', m, 0) for m in ['0.5', 'quantile', 'none']] + [('adv', 'otsu', 0.5)])
+                         [('adv', m, 0) for m in ['0.5', 'quantile', 'none', 'jitter']] + [('adv', 'otsu', 0.5)])
 def test_phase3_modes_train(mnist_small, back, mode, replay):
     X, Y = mnist_small
     clf = mymodels.classifier((32, 32, 1), 10)

@@ -185,8 +185,9 @@ def distribute(strategy, batch_size, make):
 def with_noise(ds, shape, seed=0, start_step=0, part=None, uniform=False, stream=None):
     """Add standard normal noise of `shape` per image to each batch, just before the labels
     (phase 3: the generator's input, or the noise backgrounds; uniform=True: uniform in [0, 1),
-    its own stream, for the clean share; stream: the number of another stream of its own). Drawn here rather than in the training step so that the
-    draw is the same whether one device or several replicas share the batch. One seeded stream
+    its own stream, for the clean share; stream: the number of another stream of its own, for
+    another use). Drawn here rather than in the training step so that the draw is the same
+    whether one device or several replicas share the batch. One seeded stream
     of per-batch seeds; a run resumed at step `start_step` (epochs done x steps per epoch) skips
     to where the uninterrupted run was, so it draws the same noise.
     part=(lo, hi, batch size): rows lo:hi of the whole batch's noise (ds holds those rows)."""

@@ -266,7 +266,8 @@ def test_reproduce_runs_phases_side_by_side_once_their_inputs_exist(jobs, monkey
     if jobs == 1:
         assert order == [os.path.basename(m) for *_, m in reproduce.plan('d', str(tmp_path), 'fast', 0)]
     else:   # the heuristic row and phase 2 side by side, then the U-Net row before the baseline
-        assert order == ['phase1.keras', 'phase3-heuristic.keras', 'phase2.keras', 'phase3-unet.keras', 'attention.keras']
+        assert set(order[1:3]) == {'phase3-heuristic.keras', 'phase2.keras'} and order[3:] == ['phase3-unet.keras',
+                                                                                               'attention.keras']
         assert start['phase2.keras'] < end['phase3-heuristic.keras']
     done = json.loads((tmp_path / 'done.json').read_text())
     assert sorted(os.path.basename(k) for k in done if k != '_wall') == sorted(SECONDS)
@@ -282,7 +283,8 @@ def test_reproduce_stops_the_other_phases_when_one_fails(monkeypatch, tmp_path):
     with pytest.raises(mycli.UserError, match='train3.py failed: out of memory'):
         reproduce.train('mnist_backgrounds', str(tmp_path), 'fast', 0, 60000, 'default', True, jobs=2)
     assert fake.stopped == ['phase2.keras'] and fake.span('phase2.keras')[1] - fake.span('phase2.keras')[0] < 10
-    assert [n for e, n, _ in fake.log if e == 'start'] == ['phase1.keras', 'phase3-heuristic.keras', 'phase2.keras']
+    started = [n for e, n, _ in fake.log if e == 'start']
+    assert started[0] == 'phase1.keras' and sorted(started[1:]) == ['phase2.keras', 'phase3-heuristic.keras']
     assert [os.path.basename(k) for k in json.loads((tmp_path / 'done.json').read_text()) if k != '_wall'] == \
         ['phase1.keras']
     again = FakePhases(SECONDS)

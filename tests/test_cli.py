@@ -79,6 +79,7 @@ BAD = [  # (arguments, what the one line must say)
     (['evaluate.py', 'mnist', 'm.keras', '--batchsize', '0'], 'at least 1'),
     (['evaluate_seg.py', 'mnist', 'm.keras', '--batchsize', '0'], 'at least 1'),
     (['reproduce.py', 'mnist', '--seeds', '0'], 'at least 1'),
+    (['reproduce.py', 'mnist', '--jobs', '0'], 'at least 1'),
     (['reproduce.py', 'mnist', '--seed', '-3'], 'at least 0'),
     (['reproduce.py', 'cifar10'], 'invalid choice'),
     (['mydatagen.py', 'mnist', '--rows', '0'], 'at least 1'),

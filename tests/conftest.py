@@ -103,7 +103,19 @@ def build_seed1_chain(base, env):
     return {'dir': d, 'rc': rc, 'stdout': out, 'stderr': err}
 
 
-BUILDERS = {'smoke_chain': build_smoke_chain, 'seed1_chain': build_seed1_chain}
+def build_sequential_chain(base, env):
+    """The smoke chain again with --jobs 1 (one phase after the other), to compare with the
+    default's two side by side."""
+    from helpers import run
+    d = pathlib.Path(tempfile.mkdtemp(prefix='sequential-', dir=base)) / 'run'
+    rc, out, err = run([sys.executable, os.path.join(ROOT, 'reproduce.py'), 'mnist', '--recipe', 'smoke', '--jobs', '1',
+                        '--output', str(d)], env=env)
+    assert rc == 0, err[-3000:]
+    return {'dir': d}
+
+
+BUILDERS = {'smoke_chain': build_smoke_chain, 'seed1_chain': build_seed1_chain,
+            'sequential_chain': build_sequential_chain}
 
 
 def pytest_collection_finish(session):
@@ -152,3 +164,9 @@ def seed1_chain(real_data, tmp_path_factory):
     """The seed-1 chain, killed twice (build_seed1_chain): the fault test checks it; the two-seed
     table reuses it as seed 1."""
     return chain('seed1_chain', tmp_path_factory)
+
+
+@pytest.fixture(scope='session')
+def sequential_chain(real_data, tmp_path_factory):
+    """The smoke chain trained one phase at a time (build_sequential_chain)."""
+    return chain('sequential_chain', tmp_path_factory)

@@ -167,7 +167,7 @@ def train(data, out, recipe, seed, n_train, strategy, chief, label='', precision
             for i, (name, script, a, model) in enumerate(phases)]
     todo = [p for p in todo if not (done.get(p.model) == p.key and os.path.exists(p.model))]   # still to run
     waits_for = {p.model: [q.model for q in todo if q.model in map(str, p.args)] for p in todo}   # its inputs
-    finished, running, procs, reports, errors = set(), {}, set(), queue.Queue(), []
+    finished, running, procs, reports, failure = set(), {}, set(), queue.Queue(), None
 
     def work(p, slot):
         try:
@@ -186,12 +186,12 @@ def train(data, out, recipe, seed, n_train, strategy, chief, label='', precision
 
     try:
         while todo or running:
-            for p in [p for p in todo if not errors and all(m in finished for m in waits_for[p.model])]:
-                if len(running) < jobs:
-                    slot = min(set(range(jobs)) - {s for s, _ in running.values()})
-                    running[p.model] = (slot, threading.Thread(target=work, args=(p, slot), daemon=True))
-                    running[p.model][1].start()
-                    todo.remove(p)
+            ready = [p for p in todo if failure is None and all(m in finished for m in waits_for[p.model])]
+            for p in ready[:jobs - len(running)]:
+                slot = min(set(range(jobs)) - {s for s, _ in running.values()})
+                running[p.model] = (slot, threading.Thread(target=work, args=(p, slot), daemon=True))
+                running[p.model][1].start()
+                todo.remove(p)
             if not running:
                 break
             while True:   # (a timeout, so that Ctrl-C reaches this thread at once)
@@ -202,9 +202,9 @@ def train(data, out, recipe, seed, n_train, strategy, chief, label='', precision
                     pass
             running.pop(p.model)[1].join()
             if error is not None:
-                if not errors:
+                if failure is None:   # the first one: the others are stopped because of it
+                    failure = error
                     stop()
-                errors.append(error)
                 continue
             finished.add(p.model)
             if chief:
@@ -220,8 +220,8 @@ def train(data, out, recipe, seed, n_train, strategy, chief, label='', precision
         for _, thread in running.values():
             thread.join(timeout=60)
         raise
-    if errors:   # the first failure (the others were stopped because of it)
-        raise errors[0]
+    if failure is not None:
+        raise failure
     return wall + time.time() - t0
 
 

@@ -187,9 +187,9 @@ def size_arg(p):
                    help='a folder data set: resize its images to S x S (needed when they differ in size)')
 
 
-def schedule_args(p, what):
-    """--lr and --lr-schedule (phases 1 and 3)."""
-    p.add_argument('--lr', type=rate, help=f'{what} learning rate (default: 1e-3, or 1e-5 for VGG19 from 128 px)')
+def schedule_args(p, what, default='1e-3, or 1e-5 for VGG19 from 128 px'):
+    """--lr and --lr-schedule (every training script)."""
+    p.add_argument('--lr', type=rate, help=f'{what} learning rate (default: {default})')
     p.add_argument('--lr-schedule', choices=SCHEDULES, default='constant',
                    help='constant (published) or cosine decay to 0 over the run')
 

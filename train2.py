@@ -3,11 +3,11 @@
     python train2.py mnist_backgrounds mnist-phase1.keras otsu --output mnist-phase2.keras
 
 Step: M = unet(X), ce = CE(Y, f(X*M)), mask loss = ce + mean(relu(mean(M) - area)) (or its
-square with --loss squared) + total_variation * TV(M); only the U-Net learns (Adam 1e-5).
-binarize_mask is used only for the --debug pictures, and, for a folder data set with masks of its
-own, for the check of the U-Net's masks against them (their IoU after each epoch, in the log). At
-the end one CSV line (the command, the classifier's accuracy on the training set, then on each test
-set) and the U-Net saved to --output.
+square with --loss squared) + total_variation * TV(M); only the U-Net learns (Adam, published at a
+constant 1e-5; --lr and --lr-schedule change it). binarize_mask is used only for the --debug
+pictures, and, for a folder data set with masks of its own, for the check of the U-Net's masks
+against them (their IoU after each epoch, in the log). At the end one CSV line (the command, the
+classifier's accuracy on the training set, then on each test set) and the U-Net saved to --output.
 """
 import mycli
 import mydatasets as md
@@ -29,6 +29,7 @@ def main():
     p.add_argument('--loss', choices=['abs', 'squared'], default='abs', help='penalty on mask area above --area')
     p.add_argument('--area', type=mycli.fraction, default=AREA, help='share of the image a mask may cover freely')
     p.add_argument('--total-variation', type=mycli.weight, default=TOTAL_VARIATION, help='weight of the TV penalty')
+    mycli.schedule_args(p, 'U-Net', default='1e-5, published')
     p.add_argument('--debug', metavar='DIR', help='write a PNG per epoch (6 images, soft and binarized masks) into DIR')
     p.add_argument('--output', help='U-Net file, .keras or .h5 (default: DATASET-phase2.keras)')
     mycli.training_args(p, EPOCHS, BATCHSIZE, EVAL_BATCHSIZE)
@@ -51,13 +52,20 @@ def main():
         classifier = myrun.load_model(args.model, 'classifier', data, args.precision)
         unet = mymodels.in_precision(mymodels.unet(data.shape), args.precision)
         trainer = mytrainers.MaskTrainer(classifier, unet, args.area, args.total_variation, args.loss)
-        trainer.compile(optimizer=mymodels.adam(mymodels.LEARNING_RATE['unet']),
+        trainer.compile(optimizer=mymodels.adam(args.lr or mymodels.LEARNING_RATE['unet'], args.lr_schedule,
+                                                args.epochs * steps),
                         steps_per_execution=myrun.steps_per_execution(steps))
         trainer(md.to_float(Xtr[:1]))
         trainer.optimizer.build(unet.trainable_variables)
     config = {'dataset': args.dataset, 'model': args.model, 'batchsize': args.batchsize, 'loss': args.loss,
               'area': args.area, 'total_variation': args.total_variation, 'subset': args.subset, 'seed': args.seed,
               'size': args.size, 'precision': args.precision}
+    # the rate's settings are recorded only where they differ from the published ones, so that a
+    # run made before these options existed can still be resumed
+    if args.lr:
+        config['lr'] = args.lr
+    if args.lr_schedule != 'constant':
+        config.update(lr_schedule=args.lr_schedule, epochs=args.epochs)   # the schedule spans the run
     run = myrun.Run(output, config, args.resume, myrun.is_chief(strategy))
     with strategy.scope():
         start = run.restore(trainer)

@@ -9,25 +9,36 @@ under its real name. For the crash tests, BIAL_FAULT=POINT[@EPOCH] kills the pro
 moment of a write (fault()).
 """
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
+import socket
 import tempfile
+import time
 
 import numpy as np
 
 PART = '.part'   # in the name of every temporary file: what a later run may delete
+STALE = 24 * 3600   # a temporary file of another machine's is taken for abandoned after this long
+
+
+def _writer():
+    """Who writes a temporary file: this machine (a short hash of its name) and this process."""
+    return f'{hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]}-{os.getpid()}'
 
 
 @contextlib.contextmanager
 def atomic(path):
     """Yield a temporary name in `path`'s folder (no file there yet: the caller creates it,
     a file or a folder); rename it to `path` when the block ends normally, remove it otherwise.
-    The name ends in `path`'s extension (writers that pick the format by extension need it)."""
+    The name ends in `path`'s extension (writers that pick the format by extension need it),
+    and names its writer, so that two processes writing the same path at once (two runs decoding
+    the same data set into the cache) do not take each other's file for a leftover."""
     remove_leftovers(path)   # of an earlier write of this path that a kill interrupted
     d, base = os.path.split(os.path.abspath(path))
     ext = os.path.splitext(base)[1]
-    fd, tmp = tempfile.mkstemp(prefix=f'.{base}.', suffix=PART + ext, dir=d)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{base}.{_writer()}.', suffix=PART + ext, dir=d)
     os.close(fd)
     os.remove(tmp)   # some writers (Keras) refuse an existing target; they only need the name
     try:
@@ -37,11 +48,35 @@ def atomic(path):
         remove(tmp)
 
 
+def _abandoned(folder, name, prefix):
+    """Whether the temporary file `name` in `folder` was left by a writer that is gone: a process
+    of this machine that no longer runs, another machine's file untouched for STALE seconds, or a
+    name that says no writer (made before names said it)."""
+    host, _, rest = name[len(prefix):].partition('-')
+    pid = rest.split('.', 1)[0]
+    if len(host) != 8 or not pid.isdigit():
+        return True
+    if host != _writer().split('-')[0]:
+        try:
+            return time.time() - os.path.getmtime(os.path.join(folder, name)) > STALE
+        except OSError:   # removed meanwhile
+            return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:   # another user's process: it runs
+        pass
+    return False
+
+
 def remove_leftovers(path):
-    """Delete what an interrupted atomic write of `path` left behind."""
+    """Delete what an interrupted atomic write of `path` left behind (not what a writer that
+    still runs is writing)."""
     d, base = os.path.split(os.path.abspath(path))
+    prefix = f'.{base}.'
     for f in os.listdir(d) if os.path.isdir(d) else []:
-        if f.startswith(f'.{base}.') and PART in f:
+        if f.startswith(prefix) and PART in f and _abandoned(d, f, prefix):
             remove(os.path.join(d, f))
 
 

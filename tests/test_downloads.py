@@ -381,3 +381,42 @@ def test_corrupt_cache_copy_fetched_again(server, tmp_path):
     n = len(server.log)
     assert shapes(mydatasets.load('svhn')) == EXPECTED['svhn']
     assert [p for p, _ in server.log[n:]] == ['svhn/test_32x32.mat']
+
+
+# --- atomic writes beside each other ----------------------------------------------------------
+
+def test_atomic_write_beside_another_writer(tmp_path):
+    """Two processes writing one path at once (two runs decoding a data set into the cache): the
+    one that starts second must not delete the first one's temporary file as a leftover; what a
+    process that is gone left behind is still deleted."""
+    import subprocess
+    import sys
+    import time
+    import myfiles
+    path = tmp_path / 'a.npy'
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    child = subprocess.Popen([sys.executable, '-c', (
+        'import sys, time; sys.path.insert(0, sys.argv[1]); import myfiles\n'
+        'with myfiles.atomic(sys.argv[2]) as tmp:\n'
+        '    open(tmp, "w").write("first")\n'
+        '    print("open", flush=True); sys.stdin.readline()\n'
+        '    open(tmp, "a").write(" writer")\n'), root, str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline() == 'open\n'
+    myfiles.write_text(path, 'second writer')          # meanwhile, in this process
+    assert path.read_text() == 'second writer'
+    child.stdin.write('\n'); child.stdin.flush()
+    assert child.wait(timeout=30) == 0                  # its temporary file was still there
+    assert path.read_text() == 'first writer'
+    assert not [f for f in os.listdir(tmp_path) if '.part' in f]
+    # leftovers: of a process that is gone, of the old unnamed kind, and another machine's
+    gone = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True)
+    me = myfiles._writer().split('-')[0]
+    left = {'dead': f'.a.npy.{me}-{gone.stdout.strip()}.x1.part.npy', 'old': '.a.npy.x2.part.npy',
+            'far, fresh': '.a.npy.0badc0de-1.x3.part.npy', 'far, stale': '.a.npy.0badc0de-2.x4.part.npy'}
+    for name in left.values():
+        (tmp_path / name).write_text('left')
+    t = time.time() - myfiles.STALE - 60
+    os.utime(tmp_path / left['far, stale'], (t, t))
+    myfiles.write_text(path, 'third')
+    assert sorted(f for f in os.listdir(tmp_path) if '.part' in f) == [left['far, fresh']]

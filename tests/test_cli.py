@@ -59,6 +59,8 @@ BAD = [  # (arguments, what the one line must say)
     (P2 + ['--area', '1.5'], 'between 0 and 1'),
     (P2 + ['--area', '0'], 'between 0 and 1'),
     (P2 + ['--total-variation', '-0.1'], 'must be >= 0'),
+    (P2 + ['--lr', '0'], 'must be > 0'),
+    (P2 + ['--lr-schedule', 'step'], 'invalid choice'),
     (P2 + ['--total-variation', 'inf'], 'finite'),
     (P3 + ['--gen-lr=-1e-4'], 'must be > 0'),
     (P3 + ['--lr', 'inf'], 'finite'),

@@ -105,6 +105,21 @@ def test_pictures(smoke_chain, tmp_path):
 
 
 @pytest.mark.slow
+def test_phase2_learning_rate(smoke_chain, tmp_path):
+    """train2.py --lr / --lr-schedule reach the U-Net's optimiser: the same seed and data at another
+    rate give other weights, and the default is the published constant 1e-5."""
+    p1 = smoke_chain['dir'] / 'phase1.keras'
+    weights = {}
+    for name, extra in (('default', []), ('published', ['--lr', 1e-5]), ('fast', ['--lr', 1e-3, '--lr-schedule', 'cosine'])):
+        r = script('train2.py', 'mnist_backgrounds', p1, 'otsu', '--epochs', 1, '--output', tmp_path / f'{name}.keras',
+                   *extra, *SMALL)
+        assert r.returncode == 0, r.stderr[-2000:]
+        weights[name] = keras.models.load_model(tmp_path / f'{name}.keras').get_weights()
+    same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(weights[a], weights[b]))
+    assert same('default', 'published') and not same('default', 'fast')
+
+
+@pytest.mark.slow
 def test_evaluate_seg(smoke_chain, tmp_path):
     import imageio.v3 as iio
     r = inprocess('evaluate_seg.py', 'mnist_backgrounds', smoke_chain['dir'] / 'phase2.keras', '--subset', 20,

@@ -23,9 +23,13 @@ PART = '.part'   # in the name of every temporary file: what a later run may del
 STALE = 24 * 3600   # a temporary file of another machine's is taken for abandoned after this long
 
 
+HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]   # this machine, in temporary names
+
+
 def _writer():
-    """Who writes a temporary file: this machine (a short hash of its name) and this process."""
-    return f'{hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]}-{os.getpid()}'
+    """Who writes a temporary file: this machine and this process (read at each write: a forked
+    process is another writer)."""
+    return f'{HOST}-{os.getpid()}'
 
 
 @contextlib.contextmanager
@@ -56,7 +60,7 @@ def _abandoned(folder, name, prefix):
     pid = rest.split('.', 1)[0]
     if len(host) != 8 or not pid.isdigit():
         return True
-    if host != _writer().split('-')[0]:
+    if host != HOST:
         try:
             return time.time() - os.path.getmtime(os.path.join(folder, name)) > STALE
         except OSError:   # removed meanwhile

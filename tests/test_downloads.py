@@ -396,7 +396,7 @@ def test_atomic_write_beside_another_writer(tmp_path):
     path = tmp_path / 'a.npy'
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     child = subprocess.Popen([sys.executable, '-c', (
-        'import sys, time; sys.path.insert(0, sys.argv[1]); import myfiles\n'
+        'import sys; sys.path.insert(0, sys.argv[1]); import myfiles\n'
         'with myfiles.atomic(sys.argv[2]) as tmp:\n'
         '    open(tmp, "w").write("first")\n'
         '    print("open", flush=True); sys.stdin.readline()\n'

@@ -229,10 +229,16 @@ class BackgroundTrainer(keras.Model):
                              for i, w in enumerate(classifier.weights)]
             for a, w in zip(self._average, classifier.weights):
                 a.assign(w)
-        self.unet = masks if isinstance(masks, keras.Model) else None
-        if self.unet is not None:
-            self.unet.trainable = False
-        self.mask_source = 'unet' if self.unet is not None else masks
+        # one U-Net, or several: then the painted images of a batch take their masks from each in
+        # turn (the batches are shuffled, so which image meets which U-Net is random), so that the
+        # classifier learns from composites of both kinds, e.g. loose masks (a dark rim round the
+        # object) and tight ones (none)
+        unets = list(masks) if isinstance(masks, (list, tuple)) else [masks] if isinstance(masks, keras.Model) else []
+        for u in unets:
+            u.trainable = False
+        self.unet = unets[0] if unets else None   # (the attribute checkpoints have always held)
+        self.more_unets = unets[1:]
+        self.mask_source = 'unet' if unets else masks
         self.binarize_mode, self.area = binarize_mode, area
         self.seeds = keras.random.SeedGenerator(seed)
         self.ce_mean, self.adv_mean = keras.metrics.Mean(name='ce'), keras.metrics.Mean(name='adv_loss')
@@ -297,8 +303,20 @@ class BackgroundTrainer(keras.Model):
             soft = given
         elif self.mask_source == 'heuristic':
             soft = tf.cast(X > 0, tf.float32)
-        else:
+        elif not self.more_unets:
             soft = self.unet(X, training=False)
+        else:   # image i takes U-Net i mod k: one forward pass of each U-Net over its share
+            k = 1 + len(self.more_unets)
+            which = tf.range(tf.shape(X)[0]) % k
+            parts, where = tf.dynamic_partition(X, which, k), tf.dynamic_partition(tf.range(tf.shape(X)[0]), which, k)
+            softs = []
+            for unet, x in zip([self.unet] + self.more_unets, parts):
+                # an empty share is given one image (and its mask dropped): convolutions on 0
+                # images fail on CPU
+                m = tf.shape(x)[0]
+                padded = tf.concat([x, X[:1]], 0)[:tf.maximum(m, 1)]
+                softs.append(tf.cast(unet(padded, training=False), tf.float32)[:m])
+            soft = tf.dynamic_stitch(where, softs)
         return tf.stop_gradient(binarize(soft, self.binarize_mode, self.area, u)), soft
 
     @property

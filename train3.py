@@ -28,8 +28,9 @@ def main():
     p = mycli.ArgumentParser(__doc__, epilog=md.EPILOG)
     p.add_argument('dataset', type=mycli.checked(md.check_name), help='data set name')
     p.add_argument('model', help='phase-1 classifier (.keras, or .h5 of this project or of the published code)')
-    p.add_argument('unet_model', help='phase-2 mask generator file, "heuristic" (mask = X > 0), or "masks" (the '
-                   'masks that come with a folder data set, DIR/masks/)')
+    p.add_argument('unet_model', help='phase-2 mask generator file (or several, joined by commas: the painted images '
+                   'take their masks from each in turn), "heuristic" (mask = X > 0), or "masks" (the masks that come '
+                   'with a folder data set, DIR/masks/)')
     p.add_argument('binarize_mask', choices=mycli.BINARIZE, help='per-image binarization of the mask')
     p.add_argument('back', choices=mycli.BACKS, help='backgrounds pasted behind the object')
     p.add_argument('--backgrounds', metavar='DIR', help='back=real: a folder of photographs, cropped at random to '
@@ -91,7 +92,7 @@ def main():
         gen = mymodels.in_precision(mymodels.gen(data.shape, args.tiles), args.precision) if args.back == 'adv' else None
         classifier = myrun.load_model(args.model, 'classifier', data, args.precision)
         masks = 'manual' if manual else args.unet_model if args.unet_model == 'heuristic' else \
-            myrun.load_model(args.unet_model, 'unet', data, args.precision)
+            [myrun.load_model(f, 'unet', data, args.precision) for f in args.unet_model.split(',')]
         trainer = mytrainers.BackgroundTrainer(classifier, masks, args.binarize_mask, args.back, gen, args.tiles,
                                                args.area, seed=args.seed, clean_share=args.clean_share,
                                                average=args.average, replay=args.replay, history=args.history,

@@ -120,6 +120,21 @@ def test_phase2_learning_rate(smoke_chain, tmp_path):
 
 
 @pytest.mark.slow
+def test_phase3_with_two_unets(smoke_chain, tmp_path):
+    """train3.py takes several U-Nets joined by commas, end to end, and says in one line which one
+    is missing."""
+    d = smoke_chain['dir']
+    p1, p2 = d / 'phase1.keras', d / 'phase2.keras'
+    out = tmp_path / 'mix.keras'
+    r = script('train3.py', 'mnist_backgrounds', p1, f'{p2},{p2}', 'otsu', 'adv', '--epochs', 1, '--output', out, *SMALL)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert out.exists() and (tmp_path / 'mix-back.keras').exists()
+    r = script('train3.py', 'mnist_backgrounds', p1, f'{p2},{tmp_path / "none.keras"}', 'otsu', 'adv', '--output',
+               tmp_path / 'x.keras', *SMALL)
+    assert 'none.keras' in one_line_error(r) and not (tmp_path / 'x.keras').exists()
+
+
+@pytest.mark.slow
 def test_evaluate_seg(smoke_chain, tmp_path):
     import imageio.v3 as iio
     r = inprocess('evaluate_seg.py', 'mnist_backgrounds', smoke_chain['dir'] / 'phase2.keras', '--subset', 20,
@@ -227,6 +242,38 @@ def test_composite_and_tiles(mnist_small):
     Z = t.composite(X[:5], M, B).numpy()
     np.testing.assert_allclose(Z[M.numpy() == 1], X[:5][M.numpy() == 1])
     np.testing.assert_allclose(Z[M.numpy() == 0], B[M.numpy() == 0])
+
+
+def constant_mask(value):
+    """A stand-in U-Net whose soft mask is `value` everywhere."""
+    x = inp = keras.Input((32, 32, 1))
+    out = keras.layers.Conv2D(1, 1, activation='sigmoid', kernel_initializer='zeros',
+                              bias_initializer=keras.initializers.Constant(np.log(value / (1 - value))))(x)
+    return keras.Model(inp, out)
+
+
+def test_two_unets_take_turns(mnist_small):
+    """With two U-Nets, image i of the painted ones takes its mask from U-Net i mod 2, also in a
+    batch of one (the second U-Net's share empty), in eager mode and in a compiled step; both stay
+    frozen while the classifier trains."""
+    X, Y = mnist_small
+    gen = mymodels.gen((32, 32, 1), 2)
+    t = mytrainers.BackgroundTrainer(mymodels.classifier((32, 32, 1), 10), [constant_mask(0.9), constant_mask(0.1)],
+                                     '0.5', 'adv', gen, 2, seed=0, clean_share=0.25)
+    want = lambda n: np.array([1.0 if i % 2 == 0 else 0.0 for i in range(n)])
+    for n in (5, 2, 1):
+        M, soft = t.masks(X[:n])
+        np.testing.assert_array_equal(M.numpy().reshape(n, -1).mean(1), want(n))
+        np.testing.assert_allclose(soft.numpy().reshape(n, -1).mean(1), 0.1 + 0.8 * want(n), rtol=1e-5)
+    compiled = tf.function(lambda x: t.masks(x)[0])
+    np.testing.assert_array_equal(compiled(X[:3]).numpy().reshape(3, -1).mean(1), want(3))
+    t.compile(optimizer=keras.optimizers.Adam(1e-3), gen_optimizer=mymodels.adam(1e-4))
+    t.build_all(X[:1])
+    unets = [t.unet] + t.more_unets
+    before = [[w.numpy().copy() for w in u.weights] for u in unets]
+    h = t.fit(t.with_noise(mydatagen.batches(X, Y, 16, seed=0)), steps_per_epoch=3, epochs=1, verbose=0)
+    assert np.isfinite(h.history['ce'][0])
+    assert all(np.array_equal(a, w.numpy()) for u, b in zip(unets, before) for a, w in zip(b, u.weights))
 
 
 def test_white_background_penalty(mnist_small):

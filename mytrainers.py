@@ -306,11 +306,11 @@ class BackgroundTrainer(keras.Model):
         elif not self.more_unets:
             soft = self.unet(X, training=False)
         else:   # image i takes U-Net i mod k: one forward pass of each U-Net over its share
-            k = 1 + len(self.more_unets)
-            which = tf.range(tf.shape(X)[0]) % k
-            parts, where = tf.dynamic_partition(X, which, k), tf.dynamic_partition(tf.range(tf.shape(X)[0]), which, k)
+            unets, rows = [self.unet] + self.more_unets, tf.range(tf.shape(X)[0])
+            which = rows % len(unets)
+            parts, where = tf.dynamic_partition(X, which, len(unets)), tf.dynamic_partition(rows, which, len(unets))
             softs = []
-            for unet, x in zip([self.unet] + self.more_unets, parts):
+            for unet, x in zip(unets, parts):
                 # an empty share is given one image (and its mask dropped): convolutions on 0
                 # images fail on CPU
                 m = tf.shape(x)[0]

@@ -141,6 +141,8 @@ def training_args(p, epochs, batchsize, eval_batchsize):
     p.add_argument('--resume', action='store_true', help='continue an interrupted run from its last checkpoint')
     p.add_argument('--subset', type=positive_int, help='use only the first N training images')
     p.add_argument('--test-subset', type=positive_int, help='use only the first N images of each test set')
+    p.add_argument('--flip', type=share, metavar='P',
+                   help='probability of a horizontal flip in the augmentation (default 0.5, the published)')
     size_arg(p)
     precision_arg(p)
     p.add_argument('--strategy', choices=STRATEGIES, default='default',

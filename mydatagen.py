@@ -120,15 +120,18 @@ def to_float(images):
     return tf.cast(images, tf.float32) / 255 if images.dtype == tf.uint8 else images
 
 
-def batches(X, Y=None, batch_size=8, seed=0, augment_data=True, masks=None, aug=None, start_epoch=0, part=None):
+def batches(X, Y=None, batch_size=8, seed=0, augment_data=True, masks=None, aug=None, start_epoch=0, part=None,
+            flip=None):
     """An endless tf.data pipeline of (images, labels) batches (or (images, masks, labels) with
     `masks`): reshuffled every epoch, floor(N / batch_size) full batches an epoch, augmented in
     the graph, prefetched. Same seed, same batches. Epoch e's order and augmentation come from
     (seed, e) alone, so `start_epoch` makes a resumed run see what the uninterrupted run would
     have seen, and a new iterator over the dataset starts the same stream (Keras makes a second
     one under tf.distribute). part=(lo, hi, batch_size): only rows lo:hi of every batch,
-    exactly as they are in the whole batch (see distribute())."""
+    exactly as they are in the whole batch (see distribute()). flip: the probability of a
+    horizontal flip (None: FLIP, the published; `aug`, if given, has its own)."""
     N = len(X)
+    aug = aug or Augment(flip=FLIP if flip is None else flip)
     check_batch(N, batch_size)
     arrays = [rows_of(a) for a in [X] + ([masks] if masks is not None else []) + ([Y] if Y is not None else [])]
     steps = N // batch_size

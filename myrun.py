@@ -392,7 +392,7 @@ def train_classifier(model, data, output, config, args, strategy):
     evaluator = Evaluator(data.sets, args.eval_batchsize)
     report = EpochReport(evaluator, model, names=[data.tests[-1][0]])   # validation: the last test set
     batches = mydatagen.distribute(strategy, args.batchsize, lambda part: mydatagen.batches(
-        X, Y, args.batchsize, seed=args.seed, start_epoch=start, part=part))
+        X, Y, args.batchsize, seed=args.seed, start_epoch=start, part=part, flip=args.flip))
     run.fit(model, batches, len(X) // args.batchsize, args.epochs, report)
     run.finish(evaluator(model), {output: model}, data.class_names)
 

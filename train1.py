@@ -34,7 +34,8 @@ def main():
             data.shape, data.classes, None if args.weights == 'none' else 'imagenet'), args.precision)
         myrun.prepare_classifier(model, mymodels.LEARNING_RATE[mymodels.classifier_kind(data.shape)], args, steps)
     config = {'dataset': args.dataset, 'batchsize': args.batchsize, 'lr': args.lr, 'subset': args.subset,
-              'seed': args.seed, 'lr_schedule': args.lr_schedule, 'size': args.size, 'precision': args.precision}
+              'seed': args.seed, 'flip': args.flip, 'lr_schedule': args.lr_schedule, 'size': args.size,
+              'precision': args.precision}
     if args.lr_schedule != 'constant':
         config['epochs'] = args.epochs   # the schedule spans the run
     # augmented batches, validation on the last test set, checkpoints and log beside the model

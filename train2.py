@@ -59,7 +59,7 @@ def main():
         trainer.optimizer.build(unet.trainable_variables)
     config = {'dataset': args.dataset, 'model': args.model, 'batchsize': args.batchsize, 'loss': args.loss,
               'area': args.area, 'total_variation': args.total_variation, 'subset': args.subset, 'seed': args.seed,
-              'size': args.size, 'precision': args.precision}
+              'flip': args.flip, 'size': args.size, 'precision': args.precision}
     # the rate's settings are recorded only where they differ from the published ones, so that a
     # run made before these options existed can still be resumed
     if args.lr:
@@ -79,7 +79,7 @@ def main():
     if data.masks:
         pictures.append(mytrainers.MaskAgreement(unet, data, args.binarize_mask, args.area))
     batches = mydatagen.distribute(strategy, args.batchsize, lambda part: mydatagen.batches(
-        Xtr, Ytr, args.batchsize, seed=args.seed, start_epoch=start, part=part))
+        Xtr, Ytr, args.batchsize, seed=args.seed, start_epoch=start, part=part, flip=args.flip))
     run.fit(trainer, batches, steps, args.epochs, myrun.EpochReport(None, classifier, fixed=accuracies), *pictures)
 
     run.finish(accuracies, {output: unet}, data.class_names)

@@ -105,7 +105,7 @@ def main():
         trainer.build_all(md.to_float(Xtr[:1]))
     config = {'dataset': args.dataset, 'model': args.model, 'unet_model': args.unet_model,
               'binarize_mask': args.binarize_mask, 'back': args.back, 'tiles': args.tiles, 'area': args.area,
-              'batchsize': args.batchsize, 'lr': args.lr, 'subset': args.subset, 'seed': args.seed,
+              'batchsize': args.batchsize, 'lr': args.lr, 'subset': args.subset, 'seed': args.seed, 'flip': args.flip,
               'lr_schedule': args.lr_schedule, 'gen_lr': args.gen_lr,
               'clean_share': args.clean_share, 'average': args.average, 'replay': args.replay, 'history': args.history,
               'generators': args.generators, 'gen_span': args.gen_span,
@@ -126,7 +126,7 @@ def main():
 
     def pipeline(part):   # the batches, or the rows `part` of each (one worker's, under a strategy)
         ds = mydatagen.batches(Xtr, Ytr, args.batchsize, seed=args.seed, start_epoch=start, part=part,
-                               masks=data.masks['train'] if manual else None)
+                               masks=data.masks['train'] if manual else None, flip=args.flip)
         if args.back == 'real':
             crops = myfolders.photos(args.backgrounds, data.shape[0], data.shape[-1], args.seed) if args.backgrounds \
                 else md.prates_backgen(seed=args.seed, size=data.shape[0])

@@ -51,7 +51,8 @@ def main():
     import myrun
     strategy, data, steps = myrun.start(args)
     config = {'dataset': args.dataset, 'batchsize': args.batchsize, 'lr': args.lr, 'subset': args.subset,
-              'seed': args.seed, 'lr_schedule': args.lr_schedule, 'size': args.size, 'precision': args.precision}
+              'seed': args.seed, 'flip': args.flip, 'lr_schedule': args.lr_schedule, 'size': args.size,
+              'precision': args.precision}
     if args.lr_schedule != 'constant':
         config['epochs'] = args.epochs   # the schedule spans the run
 

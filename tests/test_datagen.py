@@ -151,3 +151,15 @@ def test_epochs_cover_floor_n_over_b_without_repeats():
     assert not np.array_equal(epochs[0], epochs[1])   # reshuffled
     with pytest.raises(Exception, match='larger than'):
         mydatagen.batches(X[:4], Y[:4], 8)
+
+
+def test_flip_option_sets_the_flip_probability():
+    """batches(flip=P) is the published augmentation with flip probability P (None: 0.5)."""
+    X = np.random.default_rng(5).random((64, 16, 16, 1)).astype(np.float32)
+    first = lambda **kw: next(iter(mydatagen.batches(X, batch_size=64, seed=3, **kw))).numpy()
+    np.testing.assert_array_equal(first(), first(aug=Augment()))
+    for p in (0.0, 1.0):
+        np.testing.assert_array_equal(first(flip=p), first(aug=Augment(flip=p)))
+    assert not np.array_equal(first(flip=0.0), first(flip=1.0))
+    draws = lambda p: Augment(flip=p).params(4096, 16, 16, [1, 2])['flip'].numpy()
+    assert draws(0.0).sum() == 0 and draws(1.0).min() == 1 and 0.45 < draws(0.5).mean() < 0.55

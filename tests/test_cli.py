@@ -195,7 +195,8 @@ def test_reproduce_passes_its_precision_to_every_phase():
 def test_fast_recipe_rates():
     """The fast recipe trains phase 2's U-Net at 1e-4 (10x the published 1e-5, train2.py's default)
     and both Proposal rows' generators at 3e-4, with the same phase-3 arguments for both rows; the
-    paper recipe keeps the published rates (no --lr, no --gen-lr)."""
+    paper recipe keeps the published rates and flips (no --lr, --gen-lr, --flip); the fast recipe
+    has no horizontal flips in any phase, the attention baseline included."""
     import reproduce
     def phases(recipe):
         return {name: args for name, _, args, _ in reproduce.plan('mnist_backgrounds', 'out', recipe, 0)}
@@ -205,7 +206,9 @@ def test_fast_recipe_rates():
     h, u = p['phase 3 (heuristic mask)'][5:], p['phase 3 (U-Net mask)'][5:]
     assert h == u and value(h, '--gen-lr') == 3e-4
     for name, args in phases('paper').items():
-        assert '--lr' not in args and '--gen-lr' not in args, name
+        assert '--lr' not in args and '--gen-lr' not in args and '--flip' not in args, name
+    for name, args in p.items():   # no horizontal flips in any phase of the fast recipe
+        assert value(args, '--flip') == 0, name
 
 
 class FakePhases:

@@ -201,10 +201,15 @@ class BackgroundTrainer(keras.Model):
     generator_every=N (with FreshGenerators): every N steps the generator starts again from new
     random weights and a fresh optimiser state, so that one run meets several generators, each
     of which looks for the classifier's weaknesses anew instead of refining one family of
-    backgrounds; with replay the classifier still answers the earlier ones' paintings."""
+    backgrounds; with replay the classifier still answers the earlier ones' paintings.
+    back_flip=P: each painted background (fresh or replayed) is mirrored left to right with
+    probability P before it is pasted, the object never: the classifier meets every pattern in both
+    orientations, as the published flips of whole images gave, without learning mirrored digits
+    (drawn per image in the pipeline, a stream of its own, after the others)."""
 
     def __init__(self, classifier, masks='heuristic', binarize_mode='otsu', back='adv', gen=None, tiles=2,
-                 area=0.2, seed=None, clean_share=0.0, average=0, replay=0.0, history=4096, generator_every=0, **kw):
+                 area=0.2, seed=None, clean_share=0.0, average=0, replay=0.0, history=4096, generator_every=0,
+                 back_flip=0.0, **kw):
         super().__init__(**kw)
         self.classifier, self.back, self.gen, self.tiles = classifier, back, gen, tiles
         self.generator_every, self.seed = int(generator_every), int(seed or 0)
@@ -216,7 +221,9 @@ class BackgroundTrainer(keras.Model):
             self.generator_round = self.add_weight(shape=(), initializer='zeros', dtype='int64', trainable=False,
                                                    aggregation='only_first_replica', name='generator_round')
         self.clean_share, self.average, self._average = float(clean_share), int(average), []
-        self.replay = float(replay)
+        self.replay, self.back_flip = float(replay), float(back_flip)
+        if self.back_flip and back != 'adv':
+            raise ValueError('mirrored backgrounds need adversarial backgrounds (back=adv)')
         if self.replay:
             if back != 'adv':
                 raise ValueError('replay needs adversarial backgrounds (back=adv)')
@@ -339,6 +346,8 @@ class BackgroundTrainer(keras.Model):
             ds = mydatagen.with_noise(ds, (), seed, start_step, part, uniform=True)
         if self.binarize_mode == 'jitter':   # where each mask is cut: a stream of its own
             ds = mydatagen.with_noise(ds, (), seed, start_step, part, uniform=True, stream=15485863)
+        if self.back_flip:   # which painted backgrounds are mirrored: a stream of its own
+            ds = mydatagen.with_noise(ds, (), seed, start_step, part, uniform=True, stream=32452843)
         return ds
 
     def adversarial_backgrounds(self, n=None, training=True, z=None):
@@ -357,13 +366,14 @@ class BackgroundTrainer(keras.Model):
         return X * M + B * (1 - M)
 
     def train_step(self, data):
-        X, *extra, Y = data   # (X, [masks], [backgrounds], [noise], [uniform], [uniform for jitter], Y)
+        X, *extra, Y = data   # (X, [masks], [backgrounds], [noise], [uniform], [uniform for jitter],
+        #                        [uniform for back_flip], Y)
         wanted = [self.mask_source == 'manual', self.back == 'real', self.noise_shape is not None,
-                  self.clean_share > 0 or self.replay > 0, self.binarize_mode == 'jitter']
+                  self.clean_share > 0 or self.replay > 0, self.binarize_mode == 'jitter', self.back_flip > 0]
         if len(extra) != sum(wanted):
             raise ValueError(f'phase 3 with back={self.back!r}, masks={self.mask_source!r} takes batches of '
                              f'{2 + sum(wanted)} tensors, got {2 + len(extra)} (add the noise with with_noise())')
-        given_masks, B, z, u, cut = [extra.pop(0) if w else None for w in wanted]
+        given_masks, B, z, u, cut, mirror = [extra.pop(0) if w else None for w in wanted]
         if self.back == 'noise':
             B = z
         # with clean_share, only the other images get a mask and a painted background (gathered),
@@ -376,7 +386,8 @@ class BackgroundTrainer(keras.Model):
             rows = tf.where(u >= self.clean_share)[:, 0]
             n = tf.size(rows)
             painted = tf.concat([rows, tf.zeros([1], rows.dtype)], 0)[:tf.maximum(n, 1)]
-            Xb, given_masks, B, z, cut = [None if t is None else tf.gather(t, painted) for t in (X, given_masks, B, z, cut)]
+            Xb, given_masks, B, z, cut, mirror = [None if t is None else tf.gather(t, painted)
+                                                  for t in (X, given_masks, B, z, cut, mirror)]
         M, _ = self.masks(Xb, given_masks, cut)
         if self.replay:   # which get a fresh background, and a past one for every image
             u_b = tf.gather(u, painted)
@@ -392,6 +403,8 @@ class BackgroundTrainer(keras.Model):
                 B = self.adversarial_backgrounds(training=True, z=z)
             elif self.back == 'black':
                 B = tf.zeros_like(Xb)
+            if mirror is not None:   # (the brightness penalty below is the same either way)
+                B = tf.where((mirror < self.back_flip)[:, None, None, None], tf.reverse(B, [2]), B)
             Z = self.composite(Xb, M, B)
             if rows is not None:   # the others keep their own background
                 B = painted_fresh if self.replay else B[:n]

@@ -56,6 +56,9 @@ def main():
     p.add_argument('--generators', type=mycli.positive_int, default=1, metavar='K',
                    help='adv only: K generators one after another, each from new random weights for a K-th of the '
                    'run\'s steps (default 1: one for the whole run, published)')
+    p.add_argument('--back-flip', type=mycli.share, default=0.0, metavar='P',
+                   help='adv only: each painted background is mirrored left to right with probability P before it is '
+                   'pasted; the object never is (default 0: published)')
     p.add_argument('--imsave', metavar='DIR', help='write PNGs per epoch (12 images of each test set: image, '
                    'soft mask, binarized mask, composite) into DIR')
     p.add_argument('--output', help='classifier file, .keras or .h5 (default: DATASET-phase3-BACK.keras)')
@@ -67,7 +70,7 @@ def main():
     if args.imsave:
         mycli.output_dir(args.imsave, what='picture folder')
     generator_only = [o for o, on in (('--replay', args.replay), ('--generators', args.generators > 1),
-                                      ('--gen-span', args.gen_span < 1)) if on]
+                                      ('--gen-span', args.gen_span < 1), ('--back-flip', args.back_flip > 0)) if on]
     if generator_only and args.back != 'adv':
         raise mycli.UserError(f'{generator_only[0]} acts on the background generator: it needs back=adv')
     if args.gen_span < 1 and args.lr_schedule != 'cosine':
@@ -96,6 +99,7 @@ def main():
         trainer = mytrainers.BackgroundTrainer(classifier, masks, args.binarize_mask, args.back, gen, args.tiles,
                                                args.area, seed=args.seed, clean_share=args.clean_share,
                                                average=args.average, replay=args.replay, history=args.history,
+                                               back_flip=args.back_flip,
                                                generator_every=0 if args.generators == 1 else -(-total // args.generators))
         lr = args.lr or mymodels.LEARNING_RATE[mymodels.classifier_kind(data.shape)]
         trainer.compile(optimizer=mymodels.adam(lr, args.lr_schedule, total),
@@ -108,7 +112,7 @@ def main():
               'batchsize': args.batchsize, 'lr': args.lr, 'subset': args.subset, 'seed': args.seed, 'flip': args.flip,
               'lr_schedule': args.lr_schedule, 'gen_lr': args.gen_lr,
               'clean_share': args.clean_share, 'average': args.average, 'replay': args.replay, 'history': args.history,
-              'generators': args.generators, 'gen_span': args.gen_span,
+              'generators': args.generators, 'gen_span': args.gen_span, 'back_flip': args.back_flip,
               'size': args.size, 'backgrounds': args.backgrounds, 'precision': args.precision}
     if args.lr_schedule != 'constant':
         config['epochs'] = args.epochs   # the schedule spans the run

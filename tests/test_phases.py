@@ -515,6 +515,41 @@ def test_replay_step(mnist_small):
     assert int(t.past.seen.numpy()) == 8 + fresh.sum()      # only the fresh ones are remembered
 
 
+def test_back_flip_mirrors_the_painted_backgrounds_only(mnist_small):
+    """back_flip: the images drawn to mirror get the generator's background mirrored left to right,
+    the digit as it is; the others the background as painted, and the clean share its own. Both
+    players' gradients are those of that composite."""
+    X, Y = mnist_small
+    X, Y = tf.constant(X[:16]), tf.constant(Y[:16])
+    clf, gen = mymodels.classifier((32, 32, 1), 10), mymodels.gen((32, 32, 1), 2)
+    t = mytrainers.BackgroundTrainer(clf, 'heuristic', 'otsu', 'adv', gen, 2, seed=0, clean_share=0.25,
+                                     back_flip=0.5)
+    t.compile(optimizer=keras.optimizers.SGD(1.0), gen_optimizer=keras.optimizers.SGD(1.0))
+    u = tf.constant(np.linspace(0.01, 0.99, 16), tf.float32)                 # the first 4 keep their own
+    flip = tf.constant(np.random.default_rng(3).random(16), tf.float32)
+    mirrored = (flip < 0.5).numpy() & (u >= 0.25).numpy()
+    assert mirrored.sum() and ((flip >= 0.5).numpy() & (u >= 0.25).numpy()).sum()
+    z = tf.random.normal([16, 4, mymodels.noise_size(gen)], seed=4)
+    start = {m.name: [w.numpy().copy() for w in m.trainable_variables] for m in (clf, gen)}
+    M, _ = t.masks(X)
+    with tf.GradientTape(persistent=True) as tape:
+        B = t.adversarial_backgrounds(training=True, z=z)
+        shown = tf.where(mirrored[:, None, None, None], B[:, :, ::-1], B)
+        Z = tf.where((u < 0.25)[:, None, None, None], X, t.composite(X, M, shown))
+        ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(Y, clf(Z, training=True))
+        adv = -ce + tf.nn.relu(tf.reduce_mean(B[4:]) - 0.5)
+    expected = {clf.name: tape.gradient(ce, clf.trainable_variables), gen.name: tape.gradient(adv, gen.trainable_variables)}
+    assert not np.allclose(B.numpy()[mirrored], B.numpy()[mirrored][:, :, ::-1])   # a mirror that shows
+    t.train_step((X, z, u, flip, Y))
+    for m in (clf, gen):
+        for w0, w, g in zip(start[m.name], m.trainable_variables, expected[m.name]):
+            np.testing.assert_allclose(w0 - w.numpy(), g.numpy(), rtol=1e-3, atol=1e-6)
+    ds = t.with_noise(tf.data.Dataset.from_tensors((X, Y)), seed=0)
+    assert len(next(iter(ds))) == 5                                          # X, z, u, flip, Y
+    with pytest.raises(ValueError, match='adversarial'):
+        mytrainers.BackgroundTrainer(clf, 'heuristic', 'otsu', 'black', back_flip=0.5)
+
+
 def test_replay_waits_for_a_first_background(mnist_small):
     """At the very first step the pool is empty: every image that gets a background gets a fresh one."""
     X, Y = mnist_small

@@ -1,4 +1,4 @@
-"""The synthetic backgrounds: the paper's six test patterns and our six validation patterns.
+"""The synthetic backgrounds: the paper's six test patterns and our eight validation patterns.
 
 How a background is put behind a grayscale image is here too (apply_background). Each pattern is an s x s float32 array, 1 = ink, for any s >= 16. The test patterns follow the
 published formulas (docs/method.md, "Test backgrounds"), written as whole-array numpy
@@ -137,7 +137,22 @@ def speckle(s):
     return np.kron(cells, np.ones((2, 2)))[:s, :s].astype(np.float32)
 
 
-VALIDATION = {f.__name__: f for f in (grid, dots, waves, scribble, blobs, speckle)}
+def rising(s):
+    # straight bands rising to the right at slope 2 (about 63 degrees), 2 px wide along a row,
+    # one every 6 px along a row (the test's stripes: 45 degrees, one every 10). With falling, added on 2026-12-02 after a test run showed that
+    # a classifier can hold lines of one orientation and fail their mirror image, which none of
+    # the six above could show (docs/recipe.md): found through the test set, and said so there.
+    s = _check(s)
+    y, x = np.ogrid[:s, :s]
+    return (((2 * x + y) % 12) < 4).astype(np.float32)
+
+
+def falling(s):
+    # rising mirrored left to right: the same bands falling to the right
+    return rising(s)[:, ::-1].copy()
+
+
+VALIDATION = {f.__name__: f for f in (grid, dots, waves, scribble, blobs, speckle, rising, falling)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,6 +209,8 @@ def main():
     rows = [BACKGROUNDS] + ([VALIDATION] if args.validation else [])
     gap = np.full((args.size, 2), 0.5, np.float32)
     strips = [np.concatenate(sum([[f(args.size), gap] for f in r.values()], [])[:-1], axis=1) for r in rows]
+    width = max(s.shape[1] for s in strips)   # (the shorter row padded with white)
+    strips = [np.pad(s, ((0, 0), (0, width - s.shape[1]))) for s in strips]
     picture = np.concatenate(sum([[s, np.full((2, s.shape[1]), 0.5, np.float32)] for s in strips], [])[:-1])
     save_png(output, 1 - np.kron(picture, np.ones((args.scale, args.scale), np.float32)))  # dark ink on white
     print(f'wrote {output}: {", ".join(n for r in rows for n in r)}')

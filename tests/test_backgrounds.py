@@ -136,7 +136,10 @@ def test_png(tmp_path):
 def test_validation_patterns_are_their_own(s):
     """The validation backgrounds: fixed binary patterns with ink shares in the test's range,
     none of them a test pattern (every choice of a recipe is made on them instead)."""
-    assert list(mb.VALIDATION) == ['grid', 'dots', 'waves', 'scribble', 'blobs', 'speckle']
+    assert list(mb.VALIDATION) == ['grid', 'dots', 'waves', 'scribble', 'blobs', 'speckle', 'rising', 'falling']
+    np.testing.assert_array_equal(mb.falling(s), mb.rising(s)[:, ::-1])     # one pattern, both orientations
+    r = mb.rising(s)   # 2 px wide along a row, one band every 6 px, 1 px to the left every 2 rows down
+    assert r[0, :8].tolist() == r[1, :8].tolist() == [1, 1, 0, 0, 0, 0, 1, 1] and r[2, :8].tolist() == [1, 0, 0, 0, 0, 1, 1, 0]
     for name, f in mb.VALIDATION.items():
         b = f(s)
         assert b.shape == (s, s) and b.dtype == np.float32 and set(np.unique(b)) == {0.0, 1.0}, name

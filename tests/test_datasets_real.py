@@ -160,12 +160,14 @@ def test_validation_sets_hold_out_the_end_of_the_training_set(real_data):
     clean = data.tests[0][1][0]
     np.testing.assert_array_equal(clean, Xall[55000:])
     ink = clean[..., 0] > 0
-    for (n, (X, Y)), f in zip(data.tests[1:7], mybackgrounds.VALIDATION.values()):
+    k = len(mybackgrounds.VALIDATION)
+    for (n, (X, Y)), f in zip(data.tests[1:1 + k], mybackgrounds.VALIDATION.values()):
         np.testing.assert_array_equal(Y, Yall[55000:])
         np.testing.assert_array_equal(X[..., 0][ink], clean[..., 0][ink])
         np.testing.assert_array_equal(X[..., 0][~ink], np.broadcast_to(f(32), ink.shape)[~ink])
     rim = mybackgrounds.foreground(clean) & ~ink
-    for _, (X, _) in data.tests[7:]:
+    assert len(data.tests) == 1 + 2 * k
+    for _, (X, _) in data.tests[1 + k:]:
         assert (X[..., 0][rim] == 0).all()
 
 

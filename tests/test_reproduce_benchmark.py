@@ -105,10 +105,10 @@ def test_reproduce_validation_protocol(smoke_chain, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert not any('.py-' in l for l in r.stdout.splitlines())   # nothing trained
     lines = (out / 'validation.csv').read_text().splitlines()
-    assert lines[0].startswith('training,seed,clean,grid,dots,waves,scribble,blobs,speckle,grid_rim')
+    assert lines[0].startswith('training,seed,clean,grid,dots,waves,scribble,blobs,speckle,rising,falling,grid_rim')
     assert lines[0].endswith(',mean,min') and len(lines) == 5
     row = [float(v) for v in lines[1].split(',')[2:]]
-    assert abs(row[-2] - sum(row[1:13]) / 12) < 0.02 and row[-1] == pytest.approx(min(row[1:13]), abs=0.01)
+    assert abs(row[-2] - sum(row[1:17]) / 16) < 0.02 and row[-1] == pytest.approx(min(row[1:17]), abs=0.01)
     assert not (out / 'table.md').exists()
 
 

@@ -257,6 +257,10 @@ def run_main(main):
     """Run a script's main(): bad input and missing resources end in one line on stderr and
     exit 1; Ctrl-C in a one-line note (how to continue, for a training run) and exit 130."""
     mute_native_stderr()
+    # a line as soon as it is printed, also into a file or a pipe (nohup python reproduce.py > log):
+    # otherwise a long run shows nothing there until it ends
+    if hasattr(sys.stdout, 'reconfigure'):
+        sys.stdout.reconfigure(line_buffering=True)
     try:
         main()
     except UserError as e:

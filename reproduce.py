@@ -169,6 +169,8 @@ def train(data, out, recipe, seed, n_train, strategy, chief, label='', precision
         try:
             with tqdm(total=steps_of(p.args, n_train), desc=f'{label}{p.name} [{p.number + 1}/{len(phases)}]',
                       unit='step', disable=None, leave=False, position=slot) as bar:
+                if bar.disable:   # no terminal, so no bar: say at least when each phase starts
+                    tqdm.write(f'{label}{p.name} [{p.number + 1}/{len(phases)}]: started')
                 reports.put((p, run_phase(p.script, p.args, p.model, bar, strategy, procs), None))
         except BaseException as e:   # handed to the main thread, which decides
             reports.put((p, None, e))

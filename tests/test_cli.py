@@ -253,10 +253,11 @@ SECONDS = {'phase1.keras': 0.2, 'phase3-heuristic.keras': 0.6, 'phase2.keras': 0
 
 
 @pytest.mark.parametrize('jobs', [1, 2])
-def test_reproduce_runs_phases_side_by_side_once_their_inputs_exist(jobs, monkeypatch, tmp_path):
+def test_reproduce_runs_phases_side_by_side_once_their_inputs_exist(jobs, monkeypatch, tmp_path, capsys):
     """--jobs N: at most N phases at once, each started only after the models it reads are
     made (phase 1 before every other, phase 2 before the U-Net row), in the plan's order; with
-    N = 1 one after the other. Every phase is recorded in done.json."""
+    N = 1 one after the other. Every phase is recorded in done.json. With no terminal (no bars)
+    each phase's start is a line."""
     import json
     import reproduce
     fake = FakePhases(SECONDS)
@@ -278,6 +279,15 @@ def test_reproduce_runs_phases_side_by_side_once_their_inputs_exist(jobs, monkey
         assert start['phase2.keras'] < end['phase3-heuristic.keras']
     done = json.loads((tmp_path / 'done.json').read_text())
     assert sorted(os.path.basename(k) for k in done if k != '_wall') == sorted(SECONDS)
+    assert capsys.readouterr().out.count(': started') == len(SECONDS)
+
+
+def test_output_reaches_a_pipe_line_by_line():
+    """Printed lines reach a file or a pipe as they are printed (a long run under nohup is
+    followed in its log), not when the script ends."""
+    code = 'import sys, mycli; mycli.run_main(lambda: print(sys.stdout.line_buffering))'
+    r = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == 'True', r.stderr
 
 
 def test_reproduce_stops_the_other_phases_when_one_fails(monkeypatch, tmp_path):

@@ -139,9 +139,10 @@ def speckle(s):
 
 def rising(s):
     # straight bands rising to the right at slope 2 (about 63 degrees), 2 px wide along a row,
-    # one every 6 px along a row (the test's stripes: 45 degrees, one every 10). With falling, added on 2026-12-02 after a test run showed that
-    # a classifier can hold lines of one orientation and fail their mirror image, which none of
-    # the six above could show (docs/recipe.md): found through the test set, and said so there.
+    # one every 6 px along a row (the test's stripes: 45 degrees, one every 10). With falling,
+    # added on 2026-12-02 after a test run showed that a classifier can hold lines of one
+    # orientation and fail their mirror image, which none of the six above could show
+    # (docs/recipe.md): found through the test set, and said so there.
     s = _check(s)
     y, x = np.ogrid[:s, :s]
     return (((2 * x + y) % 12) < 4).astype(np.float32)

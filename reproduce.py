@@ -167,10 +167,11 @@ def train(data, out, recipe, seed, n_train, strategy, chief, label='', precision
 
     def work(p, slot):
         try:
-            with tqdm(total=steps_of(p.args, n_train), desc=f'{label}{p.name} [{p.number + 1}/{len(phases)}]',
-                      unit='step', disable=None, leave=False, position=slot) as bar:
+            desc = f'{label}{p.name} [{p.number + 1}/{len(phases)}]'
+            with tqdm(total=steps_of(p.args, n_train), desc=desc, unit='step', disable=None, leave=False,
+                      position=slot) as bar:
                 if bar.disable:   # no terminal, so no bar: say at least when each phase starts
-                    tqdm.write(f'{label}{p.name} [{p.number + 1}/{len(phases)}]: started')
+                    tqdm.write(f'{desc}: started')
                 reports.put((p, run_phase(p.script, p.args, p.model, bar, strategy, procs), None))
         except BaseException as e:   # handed to the main thread, which decides
             reports.put((p, None, e))

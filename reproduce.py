@@ -44,11 +44,10 @@ RECIPES = {
              # phase 2 at 10x the published 1e-5: in its 2,500 steps the masks then lose the black
              # border round the digit, which the classifier's loss never reaches (docs/recipe.md)
              'phase2': ['--epochs', 1, '--batchsize', 8, '--subset', 20000, '--area', 0.12, '--lr', 1e-4] + NO_FLIP,
+             # phase 3 mirrors the painted backgrounds instead (the digit never): without it the
+             # classifier holds one orientation of diagonal lines and fails the other
              'phase3': ['--epochs', 3, '--batchsize', 8, '--lr-schedule', 'cosine', '--gen-lr', 3e-4,
-                        '--clean-share', 0.5, '--replay', 0.25, '--average', 6000] + NO_FLIP
-                       # but the painted backgrounds are mirrored (the digit never): without it the
-                       # classifier holds one orientation of diagonal lines and fails the other
-                       + ['--back-flip', 0.5]},
+                        '--clean-share', 0.5, '--replay', 0.25, '--average', 6000] + NO_FLIP + ['--back-flip', 0.5]},
     'smoke': {'phase1': ['--epochs', 1, '--batchsize', 32, '--subset', 512, '--test-subset', 200],
               'phase2': ['--epochs', 1, '--batchsize', 32, '--subset', 256, '--test-subset', 200],
               'phase3': ['--epochs', 1, '--batchsize', 32, '--subset', 512, '--test-subset', 200,

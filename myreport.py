@@ -81,7 +81,7 @@ def write_tables(out, dataset, recipe, results, settings, walls, evaluation):
              f'Recipe: `{recipe}`; ' + '; '.join(f'{k}: `{" ".join(map(str, v))}`' for k, v in settings.items()),
              f'Wall time: {(sum(walls.values()) + evaluation) / 60:.1f} min on {platform.node()} ({cpu()}, '
              f'{os.cpu_count()} cores), Python {platform.python_version()}: training {sum(walls.values()) / 60:.1f} '
-             f'min{per_seed}, evaluation {evaluation / 60:.1f} min.', '']
+             f'min{per_seed} (with the rows evaluated beside it), evaluation after it {evaluation / 60:.1f} min.', '']
     write_text(os.path.join(out, 'table.md'), '\n'.join(text))
     fmt = lambda v: '' if v is None else f'{v:.2f}'
     rows = ['training,seed,' + ','.join(COLUMNS + NOHALO)]

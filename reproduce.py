@@ -147,11 +147,15 @@ def wait_for_chief(state_path, model, key, timeout=600):
                           'do all workers see the same output folder?')
 
 
-def train(data, out, recipe, seed, n_train, strategy, chief, label='', precision='float32', jobs=1):
+def train(data, out, recipe, seed, n_train, strategy, chief, label='', precision='float32', jobs=1, idle=None):
     """Every phase of one seed into `out`, skipping those already done with the same settings;
     up to `jobs` phases at a time (each in its own process, in the plan's order, once the models
     it reads are done). Returns the training wall time (all runs of this command into `out`
-    together)."""
+    together).
+    idle(models): called in a thread of its own whenever fewer than `jobs` phases run, none can
+    start, and more models are done than at its last call (`models`: the model files done), one
+    call at a time; train() returns once it is over. reproduce.py evaluates there the rows already
+    trained: at the end of a seed one phase runs alone and leaves the CPU partly idle."""
     import queue
     from tqdm import tqdm
     from myfiles import write_text
@@ -163,9 +167,11 @@ def train(data, out, recipe, seed, n_train, strategy, chief, label='', precision
     Phase = collections.namedtuple('Phase', 'number name script args model key')
     todo = [Phase(i, name, script, a, model, ' '.join(map(str, [script] + a)))
             for i, (name, script, a, model) in enumerate(phases)]
-    todo = [p for p in todo if not (done.get(p.model) == p.key and os.path.exists(p.model))]   # still to run
+    models_done = {p.model for p in todo if done.get(p.model) == p.key and os.path.exists(p.model)}
+    todo = [p for p in todo if p.model not in models_done]   # still to run
     waits_for = {p.model: [q.model for q in todo if q.model in map(str, p.args)] for p in todo}   # its inputs
     finished, running, procs, reports, failure = set(), {}, set(), queue.Queue(), None
+    helper, helped = None, None   # the thread running idle(), and the models of its last call
 
     def work(p, slot):
         try:
@@ -193,14 +199,17 @@ def train(data, out, recipe, seed, n_train, strategy, chief, label='', precision
                 running[p.model] = (slot, threading.Thread(target=work, args=(p, slot), daemon=True))
                 running[p.model][1].start()
                 todo.remove(p)
+            if idle and failure is None and len(running) < jobs and not (helper and helper.is_alive()) \
+                    and models_done | finished != helped:
+                helped = models_done | finished
+                helper = threading.Thread(target=idle, args=(frozenset(helped),), daemon=True)
+                helper.start()
             if not running:
                 break
-            while True:   # (a timeout, so that Ctrl-C reaches this thread at once)
-                try:
-                    p, stdout, error = reports.get(timeout=0.5)
-                    break
-                except queue.Empty:
-                    pass
+            try:   # (a timeout, so that Ctrl-C reaches this thread at once, and idle() its turn)
+                p, stdout, error = reports.get(timeout=0.5)
+            except queue.Empty:
+                continue
             running.pop(p.model)[1].join()
             if error is not None:
                 if failure is None:   # the first one: the others are stopped because of it
@@ -223,35 +232,52 @@ def train(data, out, recipe, seed, n_train, strategy, chief, label='', precision
         raise
     if failure is not None:
         raise failure
+    if helper is not None:
+        helper.join()
     return wall + time.time() - t0
 
 
-def evaluate(folder, models, test, test_subset, eval_batchsize=1024, precision='float32'):
+_EVALUATORS = {}   # (test, test_subset, eval_batchsize): the 33 test sets, built once a process
+
+
+def evaluator_of(data, test, test_subset, eval_batchsize):
+    """(the table's 13 sets, the 20 noise sets, an Evaluator of all 33), built at the first call.
+    data: the test set with the six backgrounds."""
+    import myrun
+    k = (test, test_subset, eval_batchsize)
+    if k not in _EVALUATORS:
+        table = md.with_nohalo(data).tests   # clean, the six backgrounds, the six without rim
+        noises = md.dataset(f'{test}_noises', 1, test_subset).tests
+        _EVALUATORS[k] = table, noises, myrun.Evaluator(table + noises, eval_batchsize)
+    return _EVALUATORS[k]
+
+
+def evaluate(folder, models, test, test_subset, eval_batchsize=1024, precision='float32', say=None):
     """Per row: the table's columns (clean, the six backgrounds, mean, worst, and the same
     without the rim) and the accuracy on each of the 20 salt-and-pepper test sets; and the first
     image of the clean set and of each background, for the figure. A row's results are kept in
     FOLDER/evaluation.json under its model file's size and time: running the command again (or
-    with more seeds) evaluates only models that are new since."""
+    with more seeds) evaluates only models that are new since. say(row): called after a row is
+    evaluated (not when it was known)."""
     import myreport
     import myrun
     from myfiles import write_text
     cache_path = os.path.join(folder, 'evaluation.json')
     cache = json.load(open(cache_path)) if os.path.exists(cache_path) else {}
     data = md.dataset(f'{test}_backgrounds', 1, test_subset)
-    rows, noise, evaluator = {}, {}, None
+    rows, noise = {}, {}
     for row, path in models.items():
         st = os.stat(path)
         key = f'{os.path.basename(path)} {st.st_size} {st.st_mtime_ns} {test} {test_subset} {EVALUATION}' + \
             ('' if precision == 'float32' else f' {precision}')
         if cache.get(row, {}).get('key') != key:
-            if evaluator is None:   # the 33 test sets, built only when a model needs them
-                table = md.with_nohalo(data).tests   # clean, the six backgrounds, the six without rim
-                noises = md.dataset(f'{test}_noises', 1, test_subset).tests
-                evaluator = myrun.Evaluator(table + noises, eval_batchsize)
+            table, noises, evaluator = evaluator_of(data, test, test_subset, eval_batchsize)
             hits = evaluator.hits(myrun.load_model(path, 'classifier', data, precision))
             cache[row] = {'key': key, 'columns': myreport.columns([hits[n] for n, _ in table]),
                           'noise': [100 * float(hits[n].mean()) for n, _ in noises]}
             write_text(cache_path, json.dumps(cache, indent=1))
+            if say:
+                say(row)
         rows[row], noise[row] = cache[row]['columns'], cache[row]['noise']
     return rows, noise, [X[0] for _, (X, _) in data.tests[:7]]
 
@@ -276,7 +302,8 @@ def main():
     p.add_argument('--jobs', type=mycli.positive_int, default=JOBS,
                    help=f'phases trained at the same time, each in its own process once the models it reads are '
                    f'made (default {JOBS}: a phase at batch 8 leaves a few CPU cores partly idle, so two side by '
-                   'side finish sooner; the numbers are the same as one at a time). multiworker: always 1')
+                   'side finish sooner; the numbers are the same as one at a time; a free slot evaluates the rows '
+                   'already trained). multiworker: always 1')
     args = p.parse_args()
     args.precision = args.precision or PRECISION[args.recipe]
     if args.strategy == 'multiworker':
@@ -293,8 +320,33 @@ def main():
 
     seeds = list(range(args.seed, args.seed + args.seeds))
     folders = {s: out if args.seeds == 1 else os.path.join(out, f'seed-{s}') for s in seeds}
-    walls = {s: train(data, folders[s], args.recipe, s, n_train, args.strategy, chief,
-                      label='' if args.seeds == 1 else f'seed {s}: ', precision=args.precision, jobs=args.jobs)
+    label = lambda s: '' if args.seeds == 1 else f'seed {s}: '
+    models = lambda s: {r: os.path.join(folders[s], f'{m}.keras') for r, m in ROWS.items()}
+    test_subset = option(RECIPES[args.recipe]['phase3'], '--test-subset')
+    evaluate_early = chief and not args.validation and args.jobs > 1
+    if evaluate_early:   # (TensorFlow started here, not in a thread: it hides stderr while it starts)
+        mycli.start_tensorflow()
+        import myrun
+        myrun.setup()
+
+    def idle(seed):
+        """What a free slot does while `seed` trains: the rows trained so far (every earlier seed's,
+        and this seed's done ones) are evaluated, so that the evaluation at the end has less to do
+        (the same numbers: evaluation.json keeps them). A failure is left to that evaluation."""
+        from tqdm import tqdm
+
+        def evaluate_done(done):
+            for s in seeds[:seeds.index(seed) + 1]:
+                try:
+                    evaluate(folders[s], {r: m for r, m in models(s).items() if s != seed or m in done},
+                             args.dataset, test_subset, precision=args.precision,
+                             say=lambda row: tqdm.write(f'{label(s)}{row}: evaluated beside the training'))
+                except Exception:
+                    return
+        return evaluate_done
+
+    walls = {s: train(data, folders[s], args.recipe, s, n_train, args.strategy, chief, label=label(s),
+                      precision=args.precision, jobs=args.jobs, idle=idle(s) if evaluate_early else None)
              for s in seeds}
     if not chief:
         print(f'this worker took part in every phase; the chief writes the models and {out}/table.md')
@@ -304,15 +356,13 @@ def main():
     import myreport
     import myrun
     myrun.setup()
-    test_subset = option(RECIPES[args.recipe]['phase3'], '--test-subset')
     if args.validation:
         report_validation(out, data, folders, test_subset, args.precision)
         return
     results, noise = {r: {} for r in ROWS}, {r: {} for r in ROWS}
     t0 = time.time()
     for s, folder in folders.items():
-        rows, sweep, images = evaluate(folder, {r: os.path.join(folder, f'{m}.keras') for r, m in ROWS.items()},
-                                       args.dataset, test_subset, precision=args.precision)
+        rows, sweep, images = evaluate(folder, models(s), args.dataset, test_subset, precision=args.precision)
         for r in ROWS:
             results[r][s], noise[r][s] = rows[r], sweep[r]
     import mybackgrounds

@@ -282,6 +282,41 @@ def test_reproduce_runs_phases_side_by_side_once_their_inputs_exist(jobs, monkey
     assert capsys.readouterr().out.count(': started') == len(SECONDS)
 
 
+def test_reproduce_uses_a_free_slot_for_what_is_done(monkeypatch, tmp_path):
+    """train(idle=...): when fewer phases run than --jobs allows and none can start, idle() is
+    called with the models done so far (in a thread, one call at a time, again only when more are
+    done): phase 1 running alone gets a call with nothing done, the baseline running alone one
+    with the other rows' models, while it still runs; train() returns only once idle() is over.
+    With --jobs 1 no slot is ever free."""
+    import threading
+    import time
+    import reproduce
+    seconds = dict(SECONDS, **{'attention.keras': 1.5})
+    calls, busy, over = [], threading.Lock(), threading.Event()
+
+    def idle(done):
+        assert busy.acquire(blocking=False)   # never two at once
+        calls.append((sorted(os.path.basename(m) for m in done), time.monotonic()))
+        time.sleep(0.3)
+        over.set()
+        busy.release()
+
+    fake = FakePhases(seconds)
+    monkeypatch.setattr(reproduce, 'run_phase', fake)
+    reproduce.train('mnist_backgrounds', str(tmp_path), 'fast', 0, 60000, 'default', True, jobs=2, idle=idle)
+    assert over.is_set() and not busy.locked()
+    when = {tuple(done): t for done, t in calls}
+    assert len(when) == len(calls)   # each call has more done than the last
+    assert calls[0][0] == [] and calls[0][1] < fake.span('phase1.keras')[1]
+    rows = ('phase1.keras', 'phase2.keras', 'phase3-heuristic.keras', 'phase3-unet.keras')
+    assert fake.span('phase3-unet.keras')[1] <= when[rows] < fake.span('attention.keras')[1]
+    calls.clear()
+    fake = FakePhases(SECONDS)
+    monkeypatch.setattr(reproduce, 'run_phase', fake)
+    reproduce.train('mnist_backgrounds', str(tmp_path / 'one'), 'fast', 0, 60000, 'default', True, jobs=1, idle=idle)
+    assert calls == []
+
+
 def test_output_reaches_a_pipe_line_by_line():
     """Printed lines reach a file or a pipe as they are printed (a long run under nohup is
     followed in its log), not when the script ends."""

@@ -36,6 +36,9 @@ def test_reproduce_smoke_in_a_fresh_copy(smoke_chain):
     for f in ('phase1.keras', 'phase2.keras', 'phase3-heuristic.keras', 'phase3-unet.keras', 'phase3-unet-back.keras',
               'attention.keras'):
         assert (out / f).exists(), f
+    # the rows trained first are evaluated while the last phase still trains (the same numbers as
+    # evaluated after it: test_reproduce_one_phase_at_a_time_gives_the_same_models)
+    assert 'Traditional: evaluated beside the training' in smoke_chain['stdout']
 
 
 def test_reproduce_again_skips_every_phase(smoke_chain):

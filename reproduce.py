@@ -18,6 +18,7 @@ models already evaluated), and after Ctrl-C or a crash it continues where it sto
 validation backgrounds instead: how recipes are chosen, without the test set.
 """
 import collections
+import functools
 import json
 import os
 import signal
@@ -237,21 +238,17 @@ def train(data, out, recipe, seed, n_train, strategy, chief, label='', precision
     return wall + time.time() - t0
 
 
-_BUILT = {}   # what evaluate() builds once a process (the test sets, their Evaluator), by key
+@functools.cache   # built once a process: the idle evaluations call evaluate() per seed and call
+def test_data(test, test_subset):
+    """The test set with the six backgrounds."""
+    return md.dataset(f'{test}_backgrounds', 1, test_subset)
 
 
-def built(key, make):
-    """make(), called at the first call with this key only."""
-    if key not in _BUILT:
-        _BUILT[key] = make()
-    return _BUILT[key]
-
-
-def evaluator_of(data, test, test_subset, eval_batchsize):
-    """(the table's 13 sets, the 20 noise sets, an Evaluator of all 33). data: the test set with
-    the six backgrounds."""
+@functools.cache
+def evaluator_of(test, test_subset, eval_batchsize):
+    """(the table's 13 sets, the 20 noise sets, an Evaluator of all 33)."""
     import myrun
-    table = md.with_nohalo(data).tests   # clean, the six backgrounds, the six without rim
+    table = md.with_nohalo(test_data(test, test_subset)).tests   # clean, the six backgrounds, the six without rim
     noises = md.dataset(f'{test}_noises', 1, test_subset).tests
     return table, noises, myrun.Evaluator(table + noises, eval_batchsize)
 
@@ -268,15 +265,14 @@ def evaluate(folder, models, test, test_subset, eval_batchsize=1024, precision='
     from myfiles import write_text
     cache_path = os.path.join(folder, 'evaluation.json')
     cache = json.load(open(cache_path)) if os.path.exists(cache_path) else {}
-    data = built((test, test_subset), lambda: md.dataset(f'{test}_backgrounds', 1, test_subset))
+    data = test_data(test, test_subset)
     rows, noise = {}, {}
     for row, path in models.items():
         st = os.stat(path)
         key = f'{os.path.basename(path)} {st.st_size} {st.st_mtime_ns} {test} {test_subset} {EVALUATION}' + \
             ('' if precision == 'float32' else f' {precision}')
         if cache.get(row, {}).get('key') != key:
-            table, noises, evaluator = built((test, test_subset, eval_batchsize),
-                                             lambda: evaluator_of(data, test, test_subset, eval_batchsize))
+            table, noises, evaluator = evaluator_of(test, test_subset, eval_batchsize)   # only when a model needs it
             hits = evaluator.hits(myrun.load_model(path, 'classifier', data, precision))
             cache[row] = {'key': key, 'columns': myreport.columns([hits[n] for n, _ in table]),
                           'noise': [100 * float(hits[n].mean()) for n, _ in noises]}

@@ -18,6 +18,8 @@ import time
 
 import mycli
 import mydatasets as md
+import myreport
+import mysettings
 
 BATCH_SIZES = [8, 128]
 PEAK_BATCH = 512       # phase 1 only (not with --quick): the share of the matmul peak at a big batch
@@ -76,7 +78,7 @@ def main():
         return steps * bs / clock.last
 
     peak = matmul_peak(tf, seconds)
-    print(f'TensorFlow {tf.__version__}, Keras {keras.__version__}, CPU: {cpu_name()}, {os.cpu_count()} cores, '
+    print(f'TensorFlow {tf.__version__}, Keras {keras.__version__}, CPU: {myreport.cpu()}, {os.cpu_count()} cores, '
           f'threads intra={tf.config.threading.get_intra_op_parallelism_threads()} '
           f'inter={tf.config.threading.get_inter_op_parallelism_threads()} (0 = all cores), '
           f'oneDNN {"on" if mycli.onednn_enabled() else "off"}, precision {args.precision}')
@@ -114,14 +116,15 @@ def main():
 
         for back, mode, share, replay in (PHASE3 if not args.quick else PHASE3[-1:]):
             gen = P(mymodels.gen(shape, 2)) if back == 'adv' else None
-            t3 = mytrainers.BackgroundTrainer(P(mymodels.classifier(shape, K)), 'heuristic', mode, back, gen, 2, seed=0,
-                                              clean_share=share, replay=replay)
+            settings = mysettings.Phase3(dataset=args.dataset, model='', unet_model='heuristic', binarize_mask=mode,
+                                         back=back, seed=0, clean_share=share, replay=replay)
+            t3 = mytrainers.BackgroundTrainer(P(mymodels.classifier(shape, K)), settings, gen)
             t3.compile(optimizer=mymodels.adam(1e-3), steps_per_execution=spe,
                        gen_optimizer=mymodels.adam(mymodels.LEARNING_RATE['gen']) if gen else None)
             # the generator paints (and is trained through) the share of the images that get a fresh background
             f = flops['phase3 adv'] - (share + replay) * 3 * gen_f if back == 'adv' else flops['phase3']
             record(f'phase 3 {back} {mode}' + (f' clean {share:g}' if share else '') + (f' replay {replay:g}' if replay else ''),
-                   bs, timed_fit(t3, t3.with_noise(mydatagen.batches(X, Y, bs, seed=0)), bs), f)
+                   bs, timed_fit(t3, t3.batches(mydatagen.batches(X, Y, bs, seed=0), bs), bs), f)
 
         att = P(mymodels.attention(classifier(), K, crop=shape[0] // 2))   # train_att.py's default crop
         mymodels.compile_classifier(att, mymodels.adam(1e-3), spe)
@@ -155,7 +158,7 @@ def main():
           + (' (estimated)' if args.quick else ''))
 
     info = {'tensorflow': tf.__version__, 'keras': keras.__version__, 'python': platform.python_version(),
-            'cpu': cpu_name(), 'cores': os.cpu_count(),
+            'cpu': myreport.cpu(), 'cores': os.cpu_count(),
             'intra_op_threads': tf.config.threading.get_intra_op_parallelism_threads(),
             'inter_op_threads': tf.config.threading.get_inter_op_parallelism_threads(),
             'onednn': mycli.onednn_enabled(), 'precision': args.precision, 'matmul_peak_gflops': round(peak / 1e9, 1), 'quick': args.quick, 'dataset': args.dataset,
@@ -202,17 +205,6 @@ def matmul_peak(tf, seconds):
         f(a, b).numpy()
         n += 1
     return 2 * 1024 ** 3 * n / (time.perf_counter() - t0)
-
-
-def cpu_name():
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == '__main__':

@@ -132,12 +132,13 @@ threshold = _between(True, False)  # a threshold in (0, 1], such as AG-CNN's tau
 span = _between(True, False)       # a part of a run, in (0, 1]
 
 
-def training_args(p, epochs, batchsize, eval_batchsize):
-    """The options every training script shares (added after its own arguments)."""
-    p.add_argument('--epochs', type=positive_int, default=epochs)
-    p.add_argument('--batchsize', type=positive_int, default=batchsize, help='training batch size')
-    p.add_argument('--eval-batchsize', type=positive_int, default=eval_batchsize, help='evaluation batch size')
-    p.add_argument('--seed', type=seed, default=SEED, help=SEED_HELP)
+def training_args(p, settings):
+    """The options every training script shares (added after its own arguments), and every
+    option's default from the script's settings class (mysettings): one place for each."""
+    p.add_argument('--epochs', type=positive_int)
+    p.add_argument('--batchsize', type=positive_int, help='training batch size')
+    p.add_argument('--eval-batchsize', type=positive_int, help='evaluation batch size')
+    p.add_argument('--seed', type=seed, help=SEED_HELP)
     p.add_argument('--resume', action='store_true', help='continue an interrupted run from its last checkpoint')
     p.add_argument('--subset', type=positive_int, help='use only the first N training images')
     p.add_argument('--test-subset', type=positive_int, help='use only the first N images of each test set')
@@ -145,9 +146,10 @@ def training_args(p, epochs, batchsize, eval_batchsize):
                    help='probability of a horizontal flip in the augmentation (default 0.5, the published)')
     size_arg(p)
     precision_arg(p)
-    p.add_argument('--strategy', choices=STRATEGIES, default='default',
+    p.add_argument('--strategy', choices=STRATEGIES,
                    help='default: one device; mirrored: all local GPUs; multiworker: the machines in TF_CONFIG '
                    '(the batch size is the global one, split across replicas)')
+    p.set_defaults(**settings.defaults())
 
 
 def precision_arg(p, default='float32', default_text=None):

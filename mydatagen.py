@@ -9,16 +9,13 @@ brightness x U[0.8, 1.2], clipped at 1 from above.
 
     ds = mydatagen.batches(X, Y, batch_size=8, seed=0)   # infinite; floor(N/8) steps an epoch
     model.fit(ds, steps_per_epoch=len(X) // 8, epochs=...)
-
-    python mydatagen.py DATASET [--output augmented.png]  # a PNG of augmented training images
 """
 import math
 
-import mycli
+import numpy as np
+import tensorflow as tf
 
-if __name__ == '__main__':   # run as a script: TensorFlow started as the scripts start it
-    mycli.start_tensorflow()
-import tensorflow as tf  # noqa: E402
+import mycli
 
 ROTATION = 15.0        # degrees, uniform in [-ROTATION, ROTATION]
 SHIFT = 0.15           # fraction of height / width
@@ -116,8 +113,12 @@ def rows_of(a):
 
 def to_float(images):
     """Images as float32 in [0, 1]: uint8 ones (folder data sets, kept small in memory) are
-    converted here, a batch at a time."""
-    return tf.cast(images, tf.float32) / 255 if images.dtype == tf.uint8 else images
+    converted here, a batch at a time; a numpy array stays one, a tensor (in the graph) one."""
+    if images.dtype != np.uint8:   # (tf.uint8 compares equal to np.uint8)
+        return images
+    if isinstance(images, np.ndarray):
+        return images.astype(np.float32) / 255
+    return tf.cast(images, tf.float32) / 255
 
 
 def batches(X, Y=None, batch_size=8, seed=0, augment_data=True, masks=None, aug=None, start_epoch=0, part=None,
@@ -178,89 +179,54 @@ def distribute(strategy, batch_size, make):
         local = R // ctx.num_input_pipelines
         lo = ctx.input_pipeline_id * local * b
         ds = make((lo, lo + local * b, batch_size))
-        if local > 1:   # one batch per local replica, in turn
-            ds = ds.map(lambda *t: tuple(tf.reshape(x, [local, b] + x.shape[1:].as_list()) for x in t)).unbatch()
+        if local > 1:   # one batch per local replica, in turn (a batch: a tuple or a dict of parts)
+            split = lambda x: tf.reshape(x, [local, b] + x.shape[1:].as_list())
+            ds = ds.map(lambda *t: tf.nest.map_structure(split, t if len(t) > 1 else t[0])).unbatch()
         return ds.prefetch(tf.data.AUTOTUNE)
 
     return strategy.distribute_datasets_from_function(per_worker)
 
 
-def with_noise(ds, shape, seed=0, start_step=0, part=None, uniform=False, stream=None):
-    """Add standard normal noise of `shape` per image to each batch, just before the labels
-    (phase 3: the generator's input, or the noise backgrounds; uniform=True: uniform in [0, 1),
-    its own stream, for the clean share; stream: the number of another stream of its own, for
-    another use). Drawn here rather than in the training step so that the draw is the same
-    whether one device or several replicas share the batch. One seeded stream
-    of per-batch seeds; a run resumed at step `start_step` (epochs done x steps per epoch) skips
-    to where the uninterrupted run was, so it draws the same noise.
-    part=(lo, hi, batch size): rows lo:hi of the whole batch's noise (ds holds those rows)."""
-    shape = [int(d) for d in shape]
-    stream = stream or (104729 if uniform else 7919)
-    seeds = tf.data.Dataset.random(seed=int(seed) + stream).skip(2 * int(start_step)).batch(2)
-    draw = tf.random.stateless_uniform if uniform else tf.random.stateless_normal
+def with_draws(ds, draws, seed=0, start_step=0, part=None):
+    """Add random draws per image to each batch, a dict of named parts (phase 3): draws =
+    {name: (shape per image, 'normal' or 'uniform' in [0, 1), stream number)}. Drawn here rather
+    than in the training step so that the draw is the same whether one device or several replicas
+    share the batch. Each draw has its own seeded stream of per-batch seeds; a run resumed at step
+    `start_step` (epochs done x steps per epoch) skips to where the uninterrupted run was, so it
+    draws the same. part=(lo, hi, batch size): rows lo:hi of the whole batch's draws (ds holds
+    those rows)."""
+    if not draws:
+        return ds
+    names = list(draws)
+    streams = [tf.data.Dataset.random(seed=int(seed) + draws[k][2]).skip(2 * int(start_step)).batch(2) for k in names]
 
-    def add(batch, s):
-        *rest, Y = batch
-        if part is None:
-            z = draw(tf.concat([tf.shape(Y)[:1], shape], 0), seed=s)
-        else:
-            z = draw([part[2]] + shape, seed=s)[part[0]:part[1]]
-        return (*rest, z, Y)
+    def add(batch, *seeds):
+        batch = dict(batch)
+        for k, s in zip(names, seeds):
+            shape, kind = [int(d) for d in draws[k][0]], draws[k][1]
+            draw = tf.random.stateless_uniform if kind == 'uniform' else tf.random.stateless_normal
+            if part is None:
+                batch[k] = draw(tf.concat([tf.shape(batch['label'])[:1], shape], 0), seed=s)
+            else:
+                batch[k] = draw([part[2]] + shape, seed=s)[part[0]:part[1]]
+        return batch
 
-    return (tf.data.Dataset.zip(ds, seeds).map(add, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return (tf.data.Dataset.zip(ds, *streams).map(add, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .prefetch(tf.data.AUTOTUNE))
 
 
-def with_backgrounds(ds, crops, batch_size, part=None):
-    """(images, labels) batches -> (images, backgrounds, labels), backgrounds drawn from the
-    endless generator `crops` of (H, W, C) arrays (phase 3, back=real); part as in batches()."""
+def with_crops(ds, crops, batch_size, part=None):
+    """Add to each batch (a dict of named parts) a 'background' per image, drawn from the endless
+    generator `crops` of (H, W, C) arrays (phase 3, back=real); part as in batches()."""
     first = next(crops)
     bg = (tf.data.Dataset.from_generator(lambda: crops, output_signature=tf.TensorSpec(first.shape, tf.float32))
           .batch(batch_size, drop_remainder=True))
     if part is not None:
         bg = bg.map(lambda b: b[part[0]:part[1]])
-    return tf.data.Dataset.zip(ds, bg).map(lambda xy, b: (xy[0], b, xy[1])).prefetch(tf.data.AUTOTUNE)
+    return tf.data.Dataset.zip(ds, bg).map(lambda batch, b: dict(batch, background=b)).prefetch(tf.data.AUTOTUNE)
 
 
 def check_batch(N, batch_size):
     if N < batch_size:
         raise mycli.UserError(f'batch size {batch_size} is larger than the {N} training images')
 
-
-def main():
-    import os
-    import sys
-    import time
-    import mydatasets
-    from myfiles import montage, save_png
-    p = mycli.ArgumentParser(__doc__, epilog=mydatasets.EPILOG)
-    p.add_argument('dataset', type=mycli.checked(mydatasets.check_name), help='data set name')
-    p.add_argument('--output', help='PNG to write (default augmented-DATASET.png)')
-    p.add_argument('--n', type=mycli.positive_int, default=10, help='images per row')
-    p.add_argument('--rows', type=mycli.positive_int, default=5, help='augmented rows')
-    p.add_argument('--seed', type=mycli.seed, default=mycli.SEED, help=mycli.SEED_HELP)
-    p.add_argument('--benchmark', action='store_true',
-                   help='also print augmentation throughput (images/s) for batches of 8 and 128')
-    mycli.size_arg(p)
-    args = p.parse_args()
-    out = mycli.output_file(args.output, f'augmented-{os.path.basename(os.path.abspath(args.dataset))}.png', ('.png',))
-    X, Y = mydatasets.dataset(args.dataset, size=args.size).train
-    X0 = mydatasets.to_float(X[:args.n])
-    rows = [list(X0)] + [list(augment(X0, [args.seed, r]).numpy()) for r in range(args.rows)]
-    save_png(out, montage(rows))
-    print(f'wrote {out}')
-    if args.benchmark:
-        for bs in (8, 128):
-            it = iter(batches(X, Y, bs, seed=args.seed))
-            for _ in range(20):
-                next(it)
-            n, t0 = 0, time.perf_counter()
-            while time.perf_counter() - t0 < 3:
-                next(it)
-                n += bs
-            print(f'augmentation pipeline, batch {bs}: {n / (time.perf_counter() - t0):,.0f} images/s '
-                  f'({X.shape[1]}x{X.shape[2]}x{X.shape[3]})', file=sys.stdout)
-
-
-if __name__ == '__main__':
-    mycli.run_main(main)

@@ -79,10 +79,6 @@ def read_mat(path_or_bytes, label=''):
     return X, y
 
 
-def _check_mat(path):
-    read_mat(path)
-
-
 def _float(X):
     return (X.astype(np.float32) / 255)[..., None] if X.ndim == 3 else X.astype(np.float32) / 255
 
@@ -171,7 +167,7 @@ RAW = {
     'stl10': [Raw('stl10', 'stl10_matlab.tar.gz', 'http://ai.stanford.edu/~acoates/stl10/stl10_matlab.tar.gz',
                   None, ['stl10_matlab/train.mat', 'stl10_matlab/test.mat'])],
     'svhn': [Raw('svhn', f'{s}_32x32.mat', f'http://ufldl.stanford.edu/housenumbers/{s}_32x32.mat', f'md5:{md5}',
-                 check=_check_mat)
+                 check=read_mat)
              for s, md5 in [('train', 'e26dedcc434d2e4c54c9b2d4a06d8373'), ('test', 'eb5a983be6a315427106f1b164d9cef3')]],
     # Ganin's SynthDigits: a Google Drive file, which may refuse scripted downloads (then drop it in by hand)
     'synthdigits': [Raw('synthdigits', 'SynthDigits.zip',
@@ -358,11 +354,7 @@ def prates_backgen(seed=None, size=224):
     photos = [p for p in photos if p.shape[0] >= size and p.shape[1] >= size]
     if not photos:
         raise DataError(f'{src.path}: no background photo of at least {size}x{size} in bg/')
-    rng = np.random.default_rng(seed)
-    while True:
-        b = photos[rng.integers(len(photos))]
-        y, x = rng.integers(b.shape[0] - size + 1), rng.integers(b.shape[1] - size + 1)
-        yield b[y:y + size, x:x + size]
+    return myfolders.crops(photos, size, seed)
 
 
 # Pairs: train on the first, test on the first's test set and then on the second's.
@@ -519,7 +511,7 @@ class Data:
     """A data set as the scripts use it: its training set (X, Y), its named test sets
     [(name, (X, Y)), ...], its number of classes, their names (folder data sets; else None),
     and, where the data set has them, the masks of its sets ({set name: M}). Images are float32
-    in [0, 1], or (folder data sets) uint8, converted per batch (to_float)."""
+    in [0, 1], or (folder data sets) uint8, converted per batch (mydatagen.to_float)."""
 
     def __init__(self, name, train, tests, class_names=None, masks=None):
         self.name, self.train, self.tests, self.class_names, self.masks = name, train, tests, class_names, masks
@@ -531,11 +523,6 @@ class Data:
     def sets(self):
         """The training set and every test set, named: what each epoch's report evaluates."""
         return [('train', self.train)] + self.tests
-
-
-def to_float(X):
-    """Images as float32 in [0, 1] (uint8 images of a folder data set are divided by 255)."""
-    return X.astype(np.float32) / 255 if X.dtype == np.uint8 else X
 
 
 def with_nohalo(data):
@@ -603,7 +590,7 @@ def main():
         labels, counts = np.unique(Y, return_counts=True)
         print(f'{n:>18}: X {X.shape} {X.dtype} [{X.min():.3f}, {X.max():.3f}]  Y {Y.shape} {Y.dtype} '
               f'counts {dict(zip(labels.tolist(), counts.tolist()))}')
-    save_png(output, montage([list(to_float(X[:args.n])) for _, (X, _) in sets]))
+    save_png(output, montage([list(X[:args.n]) for _, (X, _) in sets]))
     print(f'wrote {output}: one row per set ({", ".join(n for n, _ in sets)})')
 
 

@@ -108,8 +108,9 @@ def save_png(path, img):
 
 
 def montage(rows, gap=2, invert_gray=True):
-    """A grid picture from rows of same-sized images (H, W, C): one row per list. Grayscale
-    images are inverted (dark ink on white, as in the paper's figures)."""
+    """A grid picture from rows of same-sized images (H, W, C), float in [0, 1] or uint8: one row
+    per list. Grayscale images are inverted (dark ink on white, as in the paper's figures)."""
+    rows = [[x.astype(np.float32) / 255 if x.dtype == np.uint8 else x for x in r] for r in rows]
     H, W, C = rows[0][0].shape
     n = max(len(r) for r in rows)
     canvas = np.ones((len(rows) * (H + gap) - gap, n * (W + gap) - gap, max(C, 1)), np.float32)

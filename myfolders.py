@@ -157,9 +157,15 @@ def photos(folder, size, channels, seed=0):
                 im = im.resize((max(size, round(im.size[0] * k)), max(size, round(im.size[1] * k))), Image.BILINEAR)
             a = np.asarray(im, np.float32) / 255
         pics.append(a[..., None] if a.ndim == 2 else a)
+    return crops(pics, size, seed)
+
+
+def crops(pictures, size, seed=None):
+    """Endless random size x size crops of `pictures` (arrays at least that large): a picture
+    drawn at random, then a place in it, from one seeded generator."""
     rng = np.random.default_rng(seed)
     while True:
-        b = pics[rng.integers(len(pics))]
+        b = pictures[rng.integers(len(pictures))]
         y, x = rng.integers(b.shape[0] - size + 1), rng.integers(b.shape[1] - size + 1)
         yield b[y:y + size, x:x + size]
 

@@ -1,8 +1,8 @@
 """Everything around fit() that the three phases share: the distribution strategy, evaluation
 after each epoch, the CSV log, checkpoints and resume, the NaN guard, and the end of a run.
 
-    strategy = myrun.setup(args.seed, args.strategy)        # seeds, tf.distribute strategy
-    run = myrun.Run(output, config, args.resume, myrun.is_chief(strategy))
+    strategy = myrun.setup(s.seed, s.strategy)              # seeds, tf.distribute strategy
+    run = myrun.Run(s.output, s.record(), s.resume, myrun.is_chief(strategy))
     start = run.restore(trainer)                            # epochs already done (resume)
     run.fit(trainer, batches, steps, epochs, report)       # checkpoint and log every epoch
     run.finish(accuracies, {output: model})                 # CSV line, atomic saves
@@ -49,22 +49,22 @@ def setup(seed=mycli.SEED, strategy='default'):
     return strategy
 
 
-def start(args, masks=False):
-    """The beginning of every training script, after its arguments: seeds and strategy, the data
-    set (its --subset, --test-subset, --size; its own masks if asked for), the batch size checked
-    against it. Returns (strategy, data, training steps an epoch)."""
-    strategy = setup(args.seed, args.strategy)
-    data = mydatasets.dataset(args.dataset, args.subset, args.test_subset, args.size, masks)
-    mydatagen.check_batch(len(data.train[0]), args.batchsize)
-    check_replicas(strategy, args.batchsize)
-    return strategy, data, len(data.train[0]) // args.batchsize
+def start(s, masks=False):
+    """The beginning of every training script, after its settings `s` (mysettings): seeds and
+    strategy, the data set (its subset, test subset, size; its own masks if asked for), the batch
+    size checked against it. Returns (strategy, data, training steps an epoch)."""
+    strategy = setup(s.seed, s.strategy)
+    data = mydatasets.dataset(s.dataset, s.subset, s.test_subset, s.size, masks)
+    mydatagen.check_batch(len(data.train[0]), s.batchsize)
+    check_replicas(strategy, s.batchsize)
+    return strategy, data, len(data.train[0]) // s.batchsize
 
 
-def prepare_classifier(model, default_lr, args, steps):
-    """A classifier compiled for a training run: Adam at --lr (else `default_lr`), constant or
-    decayed over the run's args.epochs x `steps` (args.lr_schedule), as many steps a graph call as
-    the epoch allows, and the optimiser built (so that a checkpoint can be loaded into it)."""
-    mymodels.compile_classifier(model, mymodels.adam(args.lr or default_lr, args.lr_schedule, args.epochs * steps),
+def prepare_classifier(model, default_lr, s, steps):
+    """A classifier compiled for a training run of settings `s`: Adam at s.lr (else `default_lr`),
+    constant or decayed over the run's s.epochs x `steps` (s.lr_schedule), as many steps a graph
+    call as the epoch allows, and the optimiser built (so that a checkpoint can be loaded into it)."""
+    mymodels.compile_classifier(model, mymodels.adam(s.lr or default_lr, s.lr_schedule, s.epochs * steps),
                                 steps_per_execution(steps))
     model.optimizer.build(model.trainable_variables)
     return model
@@ -380,20 +380,20 @@ class Run:
         print(f'saved {" and ".join(models)}', file=sys.stderr)
 
 
-def train_classifier(model, data, output, config, args, strategy):
+def train_classifier(model, data, output, record, s, strategy):
     """Phase 1's training of a compiled classifier (train1.py; train_att.py's global branch and
     fusion model): augmented batches of the training set, validation on the last test set after
     each epoch, the run's log and checkpoints beside `output`, the model saved there at the end.
-    args: the parsed training options (epochs, batchsize, eval_batchsize, seed, resume)."""
+    record: the settings' record (mysettings) its checkpoints keep; s: the settings."""
     X, Y = data.train
-    run = Run(output, config, args.resume, is_chief(strategy))
+    run = Run(output, record, s.resume, is_chief(strategy))
     with strategy.scope():
         start = run.restore(model)
-    evaluator = Evaluator(data.sets, args.eval_batchsize)
+    evaluator = Evaluator(data.sets, s.eval_batchsize)
     report = EpochReport(evaluator, model, names=[data.tests[-1][0]])   # validation: the last test set
-    batches = mydatagen.distribute(strategy, args.batchsize, lambda part: mydatagen.batches(
-        X, Y, args.batchsize, seed=args.seed, start_epoch=start, part=part, flip=args.flip))
-    run.fit(model, batches, len(X) // args.batchsize, args.epochs, report)
+    batches = mydatagen.distribute(strategy, s.batchsize, lambda part: mydatagen.batches(
+        X, Y, s.batchsize, seed=s.seed, start_epoch=start, part=part, flip=s.flip))
+    run.fit(model, batches, len(X) // s.batchsize, s.epochs, report)
     run.finish(evaluator(model), {output: model}, data.class_names)
 
 

@@ -3,9 +3,9 @@ them (progress bars, callbacks, checkpoints, tf.distribute): MaskTrainer (phase 
 BackgroundTrainer (phase 3), each with the callback that draws its pictures; and the per-image
 binarization of masks inside the graph.
 
-    trainer = mytrainers.BackgroundTrainer(classifier, 'heuristic', 'otsu', 'adv', gen)
+    trainer = mytrainers.BackgroundTrainer(classifier, settings, gen)   # settings: a mysettings.Phase3
     trainer.compile(optimizer=..., gen_optimizer=...)
-    trainer.fit(trainer.with_noise(mydatagen.batches(X, Y, 8)), steps_per_epoch=..., epochs=...)
+    trainer.fit(trainer.batches(mydatagen.batches(X, Y, 8), 8), steps_per_epoch=..., epochs=...)
 """
 import contextlib
 import os
@@ -111,9 +111,6 @@ class MaskTrainer(keras.Model):
         self.area, self.tv, self.squared = area, tv, loss == 'squared'
         self.ce_mean, self.loss_mean = keras.metrics.Mean(name='ce'), keras.metrics.Mean(name='mask_loss')
 
-    def compile(self, optimizer, **kw):
-        super().compile(optimizer=optimizer, **kw)
-
     def call(self, X, training=False):
         return self.unet(X, training=training)
 
@@ -167,7 +164,7 @@ class MaskAgreement(keras.callbacks.Callback):
         for name, (X, M) in self.sets.items():
             inter = union = 0.0
             for i in range(0, len(X), self.batch_size):
-                x = mydatagen.to_float(tf.constant(X[i:i + self.batch_size]))
+                x = mydatagen.to_float(X[i:i + self.batch_size])
                 hard = binarize(self.unet(x, training=False), self.mode, self.area).numpy() > 0.5
                 ref = M[i:i + self.batch_size] > 0
                 inter, union = inter + (hard & ref).sum(), union + (hard | ref).sum()
@@ -180,54 +177,47 @@ def _gray_to(M, X):
     return np.repeat(M, X.shape[-1], -1) if M.shape[-1] != X.shape[-1] else M
 
 
+# Phase 3. A batch is a dict of named parts, built by BackgroundTrainer.batches(): 'image' and
+# 'label', and what the settings need beside them: 'mask' (a data set's own masks), 'background'
+# (back=noise or real), 'noise' (the generator's input, back=adv), and uniform draws per image:
+# 'share' (clean_share, replay), 'cut' (binarize jitter), 'mirror' (back_flip). Every random input
+# is drawn in the input pipeline, per image, so a step is the same whether one device or several
+# replicas share the batch; each draw has a stream of its own (the numbers below), so adding one
+# never changes another.
+DRAW_STREAMS = {'noise': 7919, 'background': 7919, 'share': 104729, 'cut': 15485863, 'mirror': 32452843}
+PER_IMAGE = ('image', 'mask', 'background', 'noise', 'share', 'cut', 'mirror')
+
+
 class BackgroundTrainer(keras.Model):
-    """Phase 3: the classifier learns on Z = X*M + B*(1-M) while, with back='adv', the generator
+    """Phase 3: the classifier learns on Z = X*M + B*(1-M) while, with back=adv, the generator
     paints the backgrounds B that maximise the classifier's loss. The mask M is computed on the
-    very (augmented) image that is trained on. masks: a U-Net, 'heuristic' (X > 0) or 'manual'
-    (given with each batch). Backgrounds 'real' come with each batch too, and so does the random
-    noise of 'adv' and 'noise' (see with_noise): a batch is (X, [masks], [backgrounds], [noise], Y).
-    Drawing the noise in the input pipeline, per image, makes a step the same whether one device
-    or several replicas share the batch.
+    very (augmented) image that is trained on: from a U-Net (or several, `unets`), the heuristic
+    X > 0, or the data set's own masks. `settings`: a mysettings.Phase3. The backgrounds come from
+    one of the painters below, chosen once.
 
-    Three additions to the published method, all off by default (the fast recipe uses them, see
-    docs/recipe.md): clean_share, the share of images trained on as they are, with their own
-    background (drawn per image in the pipeline too: a uniform number comes with each batch after
-    the noise); average=N, an exponential moving average of the classifier's weights over about
-    the last N steps (momentum 1 - 1/N), which is what is evaluated after each epoch and saved at
-    the end; replay (with history=N), the share of images whose background is one the generator
-    painted earlier, drawn from a uniform sample of N of all the backgrounds it has painted so far
-    (reservoir sampling): the classifier answers the generator's whole past, not only its latest
-    backgrounds, as in fictitious play, so what it learnt early is not forgotten at the end.
-    generator_every=N (with FreshGenerators): every N steps the generator starts again from new
-    random weights and a fresh optimiser state, so that one run meets several generators, each
-    of which looks for the classifier's weaknesses anew instead of refining one family of
-    backgrounds; with replay the classifier still answers the earlier ones' paintings.
-    back_flip=P: each painted background (fresh or replayed) is mirrored left to right with
-    probability P before it is pasted, the object never: the classifier meets every pattern in both
-    orientations, as the published flips of whole images gave, without learning mirrored digits
-    (drawn per image in the pipeline, a stream of its own, after the others)."""
+    This project's additions, all off by default (docs/recipe.md): clean_share, the share of images
+    trained on with their own background; average=N, an exponential moving average of the
+    classifier's weights over about the last N steps (momentum 1 - 1/N), evaluated after each epoch
+    and saved at the end; replay (history=N), the share of images whose background the generator
+    painted earlier, from a uniform sample of N of all it has painted (PastBackgrounds): the
+    classifier answers the generator's whole past, as in fictitious play; generators=K, a fresh
+    generator every K-th of the run (FreshGenerators); back_flip=P, each painted background
+    mirrored left to right with probability P, the object never."""
 
-    def __init__(self, classifier, masks='heuristic', binarize_mode='otsu', back='adv', gen=None, tiles=2,
-                 area=0.2, seed=None, clean_share=0.0, average=0, replay=0.0, history=4096, generator_every=0,
-                 back_flip=0.0, **kw):
+    def __init__(self, classifier, settings, gen=None, unets=(), total_steps=1, **kw):
         super().__init__(**kw)
-        self.classifier, self.back, self.gen, self.tiles = classifier, back, gen, tiles
-        self.generator_every, self.seed = int(generator_every), int(seed or 0)
-        if self.generator_every:
-            if back != 'adv':
-                raise ValueError('fresh generators need adversarial backgrounds (back=adv)')
-            # how many fresh generators the run has started (checkpoints keep it: a resumed run
+        s = settings
+        self.classifier, self.back, self.gen, self.tiles, self.seed = classifier, s.back, gen, s.tiles, int(s.seed)
+        self.clean_share, self.replay, self.back_flip, self.average = s.clean_share, s.replay, s.back_flip, s.average
+        self.binarize_mode, self.area = s.binarize_mask, s.area
+        self.generator_every = 0 if s.generators == 1 else -(-total_steps // s.generators)
+        if self.generator_every:   # fresh generators started so far (checkpoints keep it: a resumed run
             # does not start the current one again)
             self.generator_round = self.add_weight(shape=(), initializer='zeros', dtype='int64', trainable=False,
                                                    aggregation='only_first_replica', name='generator_round')
-        self.clean_share, self.average, self._average = float(clean_share), int(average), []
-        self.replay, self.back_flip = float(replay), float(back_flip)
-        if self.back_flip and back != 'adv':
-            raise ValueError('mirrored backgrounds need adversarial backgrounds (back=adv)')
-        if self.replay:
-            if back != 'adv':
-                raise ValueError('replay needs adversarial backgrounds (back=adv)')
-            self.past = PastBackgrounds(history, classifier.input_shape[1:])   # (fit() sets self.history)
+        if self.replay:   # (fit() sets self.history: the pool has another name)
+            self.past = PastBackgrounds(s.history, classifier.input_shape[1:])
+        self._average = []
         if self.average:
             # the replicas hold the same weights after each update, so the first one's average is
             # everyone's; these are the trainer's own weights, so checkpoints keep them
@@ -236,18 +226,13 @@ class BackgroundTrainer(keras.Model):
                              for i, w in enumerate(classifier.weights)]
             for a, w in zip(self._average, classifier.weights):
                 a.assign(w)
-        # one U-Net, or several: then the painted images of a batch take their masks from each in
-        # turn (the batches are shuffled, so which image meets which U-Net is random), so that the
-        # classifier learns from composites of both kinds, e.g. loose masks (a dark rim round the
-        # object) and tight ones (none)
-        unets = list(masks) if isinstance(masks, (list, tuple)) else [masks] if isinstance(masks, keras.Model) else []
+        unets = list(unets)
         for u in unets:
             u.trainable = False
-        self.unet = unets[0] if unets else None   # (the attribute checkpoints have always held)
-        self.more_unets = unets[1:]
-        self.mask_source = 'unet' if unets else masks
-        self.binarize_mode, self.area = binarize_mode, area
-        self.seeds = keras.random.SeedGenerator(seed)
+        self.unet, self.more_unets = (unets[0] if unets else None), unets[1:]   # (the names checkpoints hold)
+        self.mask_source = s.masks   # 'heuristic', 'manual' or 'unet'
+        self.seeds = keras.random.SeedGenerator(s.seed)
+        self.painter = PAINTERS[s.back](self)   # (a plain object: checkpoints keep its variables here)
         self.ce_mean, self.adv_mean = keras.metrics.Mean(name='ce'), keras.metrics.Mean(name='adv_loss')
 
     def compile(self, optimizer, gen_optimizer=None, **kw):
@@ -268,6 +253,94 @@ class BackgroundTrainer(keras.Model):
             self.gen(keras.ops.zeros((1, noise_size(self.gen))))
         self.optimizer.build(self.classifier.trainable_variables)
 
+    @property
+    def metrics(self):
+        return [self.ce_mean, self.adv_mean]
+
+    # -- the batches ----------------------------------------------------------------------------
+
+    def draws(self):
+        """{part: (shape per image, 'normal' or 'uniform')}: the random inputs a step needs."""
+        out = dict(self.painter.draws())
+        if self.clean_share > 0 or self.replay > 0:
+            out['share'] = ((), 'uniform')
+        if self.binarize_mode == 'jitter':
+            out['cut'] = ((), 'uniform')
+        if self.back_flip:
+            out['mirror'] = ((), 'uniform')
+        return out
+
+    def batches(self, ds, batch_size, seed=0, start_step=0, part=None, crops=None):
+        """The named batches of phase 3 from mydatagen.batches() (images, [masks], labels): the
+        random draws added (seeded; a run resumed at step `start_step` draws what the uninterrupted
+        run drew), and with back=real a crop of `crops` (an endless generator of (H, W, C) arrays)
+        per image. part=(lo, hi, batch size): one replica's rows (mydatagen.distribute)."""
+        names = ('image', 'mask', 'label') if self.mask_source == 'manual' else ('image', 'label')
+        ds = ds.map(lambda *t: dict(zip(names, t)))
+        if crops is not None:
+            ds = mydatagen.with_crops(ds, crops, batch_size, part)
+        spec = {k: (shape, kind, DRAW_STREAMS[k]) for k, (shape, kind) in self.draws().items()}
+        return mydatagen.with_draws(ds, spec, seed, start_step, part)
+
+    # -- the step -------------------------------------------------------------------------------
+
+    def painted_part(self, batch):
+        """(rows, part): with a clean share, the rows of the images that get a painted background
+        and their parts (gathered), which saves most of a step's work on the images that keep
+        their own; the images trained on and both players' gradients are those of painting them
+        all and discarding. A batch where every image keeps its own paints one, discarded:
+        oneDNN's convolutions fail on an empty batch. Without a clean share: (None, batch)."""
+        if 'share' not in batch:
+            return None, batch
+        rows = tf.where(batch['share'] >= self.clean_share)[:, 0]
+        painted = tf.concat([rows, tf.zeros([1], rows.dtype)], 0)[:tf.maximum(tf.size(rows), 1)]
+        return rows, {k: tf.gather(v, painted) for k, v in batch.items() if k in PER_IMAGE}
+
+    def train_step(self, batch):
+        X, Y = batch['image'], batch['label']
+        rows, part = self.painted_part(batch)
+        M, _ = self.masks(part['image'], part.get('mask'), part.get('cut'))
+        with tf.GradientTape(persistent=True) as tape:
+            # the backgrounds of the painted images, and those the generator painted in this step
+            B, fresh = self.painter.paint(part, None if rows is None else tf.size(rows))
+            Z = self.composite(part['image'], M, B)
+            if rows is not None:   # the others keep their own background
+                Z = tf.tensor_scatter_nd_update(X, rows[:, None], Z[:tf.size(rows)])
+            ce = _ce(Y, self.classifier(Z, training=True))
+            adv = self.painter.loss(ce, fresh)
+            scaled_ce, scaled_adv = replica_mean(ce), replica_mean(adv)   # inside the tape
+        variables = self.classifier.trainable_variables
+        self.optimizer.apply(tape.gradient(scaled_ce, variables), variables)
+        self.painter.learn(tape, scaled_adv, fresh)
+        del tape
+        self.update_average()
+        self.ce_mean.update_state(ce)
+        self.adv_mean.update_state(adv)
+        return {'ce': self.ce_mean.result(), 'adv_loss': self.adv_mean.result()}
+
+    def composite(self, X, M, B):
+        return X * M + B * (1 - M)
+
+    def masks(self, X, given=None, u=None):
+        """(binarized masks, soft masks) of the images X: the data set's own (given), X > 0, or
+        the U-Nets'; several U-Nets take the images in turn (image i U-Net i mod k), so that the
+        classifier learns from composites of both kinds, e.g. loose masks and tight ones."""
+        if self.mask_source == 'manual':
+            soft = given
+        elif self.mask_source == 'heuristic':
+            soft = tf.cast(X > 0, tf.float32)
+        else:
+            soft = _soft_masks([self.unet] + list(self.more_unets), X)
+        return tf.stop_gradient(binarize(soft, self.binarize_mode, self.area, u)), soft
+
+    # -- the averaged classifier ----------------------------------------------------------------
+
+    def update_average(self):
+        if self._average:
+            m = 1.0 - 1.0 / self.average
+            for a, w in zip(self._average, self.classifier.weights):
+                a.assign(m * a + (1.0 - m) * w)
+
     @contextlib.contextmanager
     def averaged(self):
         """Within it the classifier holds the averaged weights (average=N; otherwise its own)."""
@@ -284,163 +357,152 @@ class BackgroundTrainer(keras.Model):
         if self._average:
             self.classifier.set_weights([a.numpy() for a in self._average])
 
-    @property
-    def metrics(self):
-        return [self.ce_mean, self.adv_mean]
 
-    def fresh_generator(self, round_):
+def _soft_masks(unets, X):
+    """The soft masks of the images X from one U-Net, or from several in turn (one forward pass
+    of each over its share)."""
+    if len(unets) == 1:
+        return unets[0](X, training=False)
+    rows = tf.range(tf.shape(X)[0])
+    which = rows % len(unets)
+    parts, where = tf.dynamic_partition(X, which, len(unets)), tf.dynamic_partition(rows, which, len(unets))
+    softs = []
+    for unet, x in zip(unets, parts):
+        # an empty share is given one image (and its mask dropped): convolutions on 0 images fail on CPU
+        m = tf.shape(x)[0]
+        padded = tf.concat([x, X[:1]], 0)[:tf.maximum(m, 1)]
+        softs.append(tf.cast(unet(padded, training=False), tf.float32)[:m])
+    return tf.dynamic_stitch(where, softs)
+
+
+# The painters: one per kind of background, chosen once by the trainer. paint(part, n) gives the
+# backgrounds of the painted images and those the generator painted in this step (n: how many of
+# the part's rows are real, None for all); loss(ce, fresh) the generator's loss; learn() its update.
+
+class Black:
+    """back=black: nothing behind the object."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def draws(self):
+        return {}
+
+    def paint(self, part, n):
+        return tf.zeros_like(part['image']), None
+
+    def picture(self, X):
+        return np.zeros_like(X)
+
+    def loss(self, ce, fresh):
+        return tf.zeros_like(ce)
+
+    def learn(self, tape, loss, fresh):
+        pass
+
+
+class Given(Black):
+    """back=real: a photograph's crop per image, given with the batch (pictures show black)."""
+
+    def paint(self, part, n):
+        return part['background'], None
+
+
+class Noise(Given):
+    """back=noise: standard normal noise per pixel, drawn in the pipeline."""
+
+    def draws(self):
+        return {'background': (tuple(self.trainer.classifier.input_shape[1:]), 'normal')}
+
+    def picture(self, X):
+        return keras.random.normal(X.shape, seed=self.trainer.seeds)
+
+
+class Painted(Black):
+    """back=adv: tiles x tiles generator draws per image, each from its own normal noise; with
+    replay some images take a background from the pool of past ones instead; with back_flip some
+    are mirrored. The generator maximises the classifier's loss, plus, for 1-channel images,
+    relu(mean(B) - 0.5), which keeps the backgrounds from going all white."""
+
+    def draws(self):
+        t = self.trainer
+        return {'noise': ((t.tiles * t.tiles, noise_size(t.gen)), 'normal')}
+
+    def tiles(self, z, training=True):
+        """Backgrounds from noise z (n, tiles^2, noise size): one generator call, the tiles
+        assembled into full images."""
+        t, gen = self.trainer.tiles, self.trainer.gen
+        n = tf.shape(z)[0]
+        tiles = gen(tf.reshape(z, [-1, z.shape[-1]]), training=training)   # (n*t*t, th, tw, C)
+        th, tw, C = tiles.shape[1:]
+        B = tf.reshape(tiles, [n, t, t, th, tw, C])                        # (n, row, col, ...)
+        return tf.reshape(tf.transpose(B, [0, 1, 3, 2, 4, 5]), [n, t * th, t * tw, C])
+
+    def picture(self, X):   # pictures only: the noise drawn here
+        t = self.trainer
+        return self.tiles(keras.random.normal([len(X), t.tiles ** 2, noise_size(t.gen)], seed=t.seeds), False)
+
+    def paint(self, part, n):
+        t = self.trainer
+        if t.replay:   # the generator paints the fresh ones; the others come from the pool
+            fresh_rows = tf.where((part['share'] >= t.clean_share + t.replay) | t.past.empty())[:, 0]
+            old = t.past.draw(tf.shape(part['share'])[0])
+            nf = tf.size(fresh_rows)
+            z = tf.gather(part['noise'], tf.concat([fresh_rows, tf.zeros([1], fresh_rows.dtype)], 0)[:tf.maximum(nf, 1)])
+            fresh = self.tiles(z)[:nf]
+            B = tf.tensor_scatter_nd_update(old, fresh_rows[:, None], fresh)
+        else:
+            B = fresh = self.tiles(part['noise'])
+        if 'mirror' in part:   # (the brightness penalty is the same either way)
+            B = tf.where((part['mirror'] < t.back_flip)[:, None, None, None], tf.reverse(B, [2]), B)
+            if not t.replay:
+                fresh = B
+        if n is not None and not t.replay:
+            fresh = B[:n]   # the padding image of an all-clean batch is not one
+        return B, fresh
+
+    def loss(self, ce, fresh):
+        adv = -ce
+        if fresh.shape[-1] == 1:
+            # the mean is over every background painted in the global batch (all replicas), as on one device
+            ctx = tf.distribute.get_replica_context()
+            total = ctx.all_reduce('SUM', tf.stack([tf.reduce_sum(fresh), tf.cast(tf.size(fresh), fresh.dtype)]))
+            adv += tf.nn.relu(tf.math.divide_no_nan(total[0], total[1]) - 0.5)
+        return adv
+
+    def learn(self, tape, loss, fresh):
+        t = self.trainer
+        variables = t.gen.trainable_variables
+        t.gen_optimizer.apply(tape.gradient(loss, variables), variables)
+        if t.replay:
+            t.past.remember(tf.stop_gradient(fresh))
+
+    def restart(self, round_):
         """The generator takes new random weights (its layers' own initialisers, seeded by the run's
         seed and the round) and its optimiser forgets its moments. The optimiser's step count stays:
         the learning-rate schedule spans the whole run."""
-        for i, layer in enumerate(self.gen.layers):
+        t = self.trainer
+        for i, layer in enumerate(t.gen.layers):
             for name in ('kernel', 'bias'):
                 init, var = getattr(layer, f'{name}_initializer', None), getattr(layer, name, None)
                 if init is None or var is None:
                     continue
                 config = init.get_config()
                 if 'seed' in config:
-                    config['seed'] = (self.seed * 1009 + int(round_)) * 131 + i
+                    config['seed'] = (t.seed * 1009 + int(round_)) * 131 + i
                 var.assign(type(init).from_config(config)(var.shape))
-        for v in self.gen_optimizer.variables:
+        for v in t.gen_optimizer.variables:
             if len(v.shape):   # the moments; the scalars are the step count (and a constant rate)
                 v.assign(keras.ops.zeros(v.shape, v.dtype))
 
-    def masks(self, X, given=None, u=None):
-        if self.mask_source == 'manual':
-            soft = given
-        elif self.mask_source == 'heuristic':
-            soft = tf.cast(X > 0, tf.float32)
-        elif not self.more_unets:
-            soft = self.unet(X, training=False)
-        else:   # image i takes U-Net i mod k: one forward pass of each U-Net over its share
-            unets, rows = [self.unet] + self.more_unets, tf.range(tf.shape(X)[0])
-            which = rows % len(unets)
-            parts, where = tf.dynamic_partition(X, which, len(unets)), tf.dynamic_partition(rows, which, len(unets))
-            softs = []
-            for unet, x in zip(unets, parts):
-                # an empty share is given one image (and its mask dropped): convolutions on 0
-                # images fail on CPU
-                m = tf.shape(x)[0]
-                padded = tf.concat([x, X[:1]], 0)[:tf.maximum(m, 1)]
-                softs.append(tf.cast(unet(padded, training=False), tf.float32)[:m])
-            soft = tf.dynamic_stitch(where, softs)
-        return tf.stop_gradient(binarize(soft, self.binarize_mode, self.area, u)), soft
 
-    @property
-    def noise_shape(self):
-        """The random input each image needs per step: one noise vector per tile (adv), or an
-        image of standard normal noise (noise); None for the other backgrounds."""
-        if self.back == 'adv':
-            return (self.tiles * self.tiles, noise_size(self.gen))
-        if self.back == 'noise':
-            return tuple(self.classifier.input_shape[1:])
-        return None
-
-    def with_noise(self, ds, seed=0, start_step=0, part=None):
-        """Add the per-image random inputs this trainer needs to a dataset of batches (before the
-        labels): the noise (noise_shape), then with clean_share a uniform number per image.
-        start_step: the training steps already done (a resumed run)."""
-        if self.noise_shape is not None:
-            ds = mydatagen.with_noise(ds, self.noise_shape, seed, start_step, part)
-        if self.clean_share > 0 or self.replay > 0:
-            ds = mydatagen.with_noise(ds, (), seed, start_step, part, uniform=True)
-        if self.binarize_mode == 'jitter':   # where each mask is cut: a stream of its own
-            ds = mydatagen.with_noise(ds, (), seed, start_step, part, uniform=True, stream=15485863)
-        if self.back_flip:   # which painted backgrounds are mirrored: a stream of its own
-            ds = mydatagen.with_noise(ds, (), seed, start_step, part, uniform=True, stream=32452843)
-        return ds
-
-    def adversarial_backgrounds(self, n=None, training=True, z=None):
-        """tiles x tiles independent generator draws, each from its own normal noise z (n, tiles^2,
-        noise size; drawn here when not given), assembled into full images; one generator call."""
-        t = self.tiles
-        if z is None:
-            z = keras.random.normal([n, t * t, noise_size(self.gen)], seed=self.seeds)
-        n = tf.shape(z)[0]
-        tiles = self.gen(tf.reshape(z, [-1, z.shape[-1]]), training=training)   # (n*t*t, th, tw, C)
-        th, tw, C = tiles.shape[1:]
-        B = tf.reshape(tiles, [n, t, t, th, tw, C])                             # (n, row, col, ...)
-        return tf.reshape(tf.transpose(B, [0, 1, 3, 2, 4, 5]), [n, t * th, t * tw, C])
-
-    def composite(self, X, M, B):
-        return X * M + B * (1 - M)
-
-    def train_step(self, data):
-        X, *extra, Y = data   # (X, [masks], [backgrounds], [noise], [uniform], [uniform for jitter],
-        #                        [uniform for back_flip], Y)
-        wanted = [self.mask_source == 'manual', self.back == 'real', self.noise_shape is not None,
-                  self.clean_share > 0 or self.replay > 0, self.binarize_mode == 'jitter', self.back_flip > 0]
-        if len(extra) != sum(wanted):
-            raise ValueError(f'phase 3 with back={self.back!r}, masks={self.mask_source!r} takes batches of '
-                             f'{2 + sum(wanted)} tensors, got {2 + len(extra)} (add the noise with with_noise())')
-        given_masks, B, z, u, cut, mirror = [extra.pop(0) if w else None for w in wanted]
-        if self.back == 'noise':
-            B = z
-        # with clean_share, only the other images get a mask and a painted background (gathered),
-        # which saves most of a step's work on the images that keep their own; the images trained
-        # on, and both players' gradients, are those of painting them all and discarding. A batch
-        # where every image keeps its own paints one, discarded: oneDNN's convolutions fail on an
-        # empty batch.
-        Xb, rows = X, None
-        if u is not None:
-            rows = tf.where(u >= self.clean_share)[:, 0]
-            n = tf.size(rows)
-            painted = tf.concat([rows, tf.zeros([1], rows.dtype)], 0)[:tf.maximum(n, 1)]
-            Xb, given_masks, B, z, cut, mirror = [None if t is None else tf.gather(t, painted)
-                                                  for t in (X, given_masks, B, z, cut, mirror)]
-        M, _ = self.masks(Xb, given_masks, cut)
-        if self.replay:   # which get a fresh background, and a past one for every image
-            u_b = tf.gather(u, painted)
-            fresh = tf.where((u_b >= self.clean_share + self.replay) | self.past.empty())[:, 0]
-            old = self.past.draw(tf.shape(u_b)[0])
-        with tf.GradientTape(persistent=True) as tape:
-            if self.replay:   # the generator paints the fresh ones; the others come from the pool
-                nf = tf.size(fresh)
-                zf = tf.gather(z, tf.concat([fresh, tf.zeros([1], fresh.dtype)], 0)[:tf.maximum(nf, 1)])
-                painted_fresh = self.adversarial_backgrounds(training=True, z=zf)[:nf]
-                B = tf.tensor_scatter_nd_update(old, fresh[:, None], painted_fresh)
-            elif self.back == 'adv':
-                B = self.adversarial_backgrounds(training=True, z=z)
-            elif self.back == 'black':
-                B = tf.zeros_like(Xb)
-            if mirror is not None:   # (the brightness penalty below is the same either way)
-                B = tf.where((mirror < self.back_flip)[:, None, None, None], tf.reverse(B, [2]), B)
-            Z = self.composite(Xb, M, B)
-            if rows is not None:   # the others keep their own background
-                B = painted_fresh if self.replay else B[:n]
-                Z = tf.tensor_scatter_nd_update(X, rows[:, None], Z[:n])
-            ce = _ce(Y, self.classifier(Z, training=True))
-            adv = -ce
-            if self.back == 'adv' and X.shape[-1] == 1:
-                # keeps 1-channel backgrounds from going all white; the mean is over every
-                # background painted in the global batch (all replicas), as on one device
-                ctx = tf.distribute.get_replica_context()
-                total = ctx.all_reduce('SUM', tf.stack([tf.reduce_sum(B), tf.cast(tf.size(B), B.dtype)]))
-                adv += tf.nn.relu(tf.math.divide_no_nan(total[0], total[1]) - 0.5)
-            scaled_ce, scaled_adv = replica_mean(ce), replica_mean(adv)   # inside the tape
-        variables = self.classifier.trainable_variables
-        self.optimizer.apply(tape.gradient(scaled_ce, variables), variables)
-        if self.back == 'adv':
-            variables = self.gen.trainable_variables
-            self.gen_optimizer.apply(tape.gradient(scaled_adv, variables), variables)
-        else:
-            adv = tf.zeros_like(ce)
-        del tape
-        if self.replay:
-            self.past.remember(tf.stop_gradient(painted_fresh))
-        if self._average:
-            m = 1.0 - 1.0 / self.average
-            for a, w in zip(self._average, self.classifier.weights):
-                a.assign(m * a + (1.0 - m) * w)
-        self.ce_mean.update_state(ce)
-        self.adv_mean.update_state(adv)
-        return {'ce': self.ce_mean.result(), 'adv_loss': self.adv_mean.result()}
+PAINTERS = {'black': Black, 'noise': Noise, 'adv': Painted, 'real': Given}
 
 
 class FreshGenerators(keras.callbacks.Callback):
     """Phase 3 --generators K: before the first step of each K-th of the run (every
-    trainer.generator_every steps), a fresh generator (BackgroundTrainer.fresh_generator). Checked
-    at each graph call's start, so a new generator starts at the first call from its step on."""
+    trainer.generator_every steps), a fresh generator (Painted.restart). Checked at each graph
+    call's start, so a new generator starts at the first call from its step on."""
 
     def __init__(self, trainer):
         super().__init__()
@@ -450,7 +512,7 @@ class FreshGenerators(keras.callbacks.Callback):
         t = self.trainer
         due = int(t.optimizer.iterations.numpy()) // t.generator_every
         if due > int(t.generator_round.numpy()):
-            t.fresh_generator(due)
+            t.painter.restart(due)
             t.generator_round.assign(due)
 
 
@@ -510,12 +572,7 @@ class CompositePictures(keras.callbacks.Callback):
         os.makedirs(self.directory, exist_ok=True)
         for name, X, given in self.sets:
             hard, soft = t.masks(X, None if given is None else tf.cast(given, tf.float32))
-            if t.back == 'adv':
-                B = t.adversarial_backgrounds(len(X), training=False)   # pictures only: drawn here
-            elif t.back == 'noise':
-                B = keras.random.normal(X.shape, seed=t.seeds)
-            else:
-                B = np.zeros_like(X)   # black; 'real' pictures show black as well
+            B = t.painter.picture(X)
             Z = np.clip(t.composite(X, hard, B).numpy(), 0, 1)
             rows = [list(X), list(_gray_to(np.asarray(soft), X)), list(_gray_to(hard.numpy(), X)), list(Z)]
             save_png(os.path.join(self.directory, f'epoch-{epoch + 1:03d}-{name}.png'),

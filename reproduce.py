@@ -29,30 +29,30 @@ import time
 
 import mycli
 import mydatasets as md
+import myschedule
+import mysettings
 
-
-# Recipes: arguments of each phase script (phase 3's are the same for both Proposal rows).
+# Recipes: the settings of each phase (mysettings' names; the rest are the published defaults).
 # 'paper' is the published setting; 'fast' was chosen on the validation sets (docs/recipe.md);
-# 'smoke' only proves that the whole chain runs (a minute, used by the tests).
-# The fast recipe's every phase runs without the published horizontal flips: a mirrored digit is
-# no digit, and learning both orientations cost the small classifier clean accuracy (docs/recipe.md)
-NO_FLIP = ['--flip', 0]
+# 'smoke' only proves that the whole chain runs (a minute, used by the tests). Both Proposal rows
+# run phase 3 with the same settings; the attention baseline trains with phase 1's.
 RECIPES = {
-    'paper': {'phase1': ['--epochs', 100, '--batchsize', 8],
-              'phase2': ['--epochs', 100, '--batchsize', 8],
-              'phase3': ['--epochs', 100, '--batchsize', 8]},
-    'fast': {'phase1': ['--epochs', 5, '--batchsize', 32, '--lr-schedule', 'cosine'] + NO_FLIP,
+    'paper': {'phase1': dict(epochs=100, batchsize=8),
+              'phase2': dict(epochs=100, batchsize=8),
+              'phase3': dict(epochs=100, batchsize=8)},
+    # every phase without the published horizontal flips (flip=0): a mirrored digit is no digit,
+    # and learning both orientations cost the small classifier clean accuracy
+    'fast': {'phase1': dict(epochs=5, batchsize=32, lr_schedule='cosine', flip=0),
              # phase 2 at 10x the published 1e-5: in its 2,500 steps the masks then lose the black
-             # border round the digit, which the classifier's loss never reaches (docs/recipe.md)
-             'phase2': ['--epochs', 1, '--batchsize', 8, '--subset', 20000, '--area', 0.12, '--lr', 1e-4] + NO_FLIP,
-             # phase 3 mirrors the painted backgrounds instead (the digit never): without it the
-             # classifier holds one orientation of diagonal lines and fails the other
-             'phase3': ['--epochs', 3, '--batchsize', 8, '--lr-schedule', 'cosine', '--gen-lr', 3e-4,
-                        '--clean-share', 0.5, '--replay', 0.25, '--average', 6000] + NO_FLIP + ['--back-flip', 0.5]},
-    'smoke': {'phase1': ['--epochs', 1, '--batchsize', 32, '--subset', 512, '--test-subset', 200],
-              'phase2': ['--epochs', 1, '--batchsize', 32, '--subset', 256, '--test-subset', 200],
-              'phase3': ['--epochs', 1, '--batchsize', 32, '--subset', 512, '--test-subset', 200,
-                         '--clean-share', 0.25, '--average', 8]},
+             # border round the digit, which the classifier's loss never reaches
+             'phase2': dict(epochs=1, batchsize=8, subset=20000, area=0.12, lr=1e-4, flip=0),
+             # phase 3 mirrors the painted backgrounds instead (back_flip; the digit never): without
+             # it the classifier holds one orientation of diagonal lines and fails the other
+             'phase3': dict(epochs=3, batchsize=8, lr_schedule='cosine', gen_lr=3e-4, clean_share=0.5, replay=0.25,
+                            average=6000, flip=0, back_flip=0.5)},
+    'smoke': {'phase1': dict(epochs=1, batchsize=32, subset=512, test_subset=200),
+              'phase2': dict(epochs=1, batchsize=32, subset=256, test_subset=200),
+              'phase3': dict(epochs=1, batchsize=32, subset=512, test_subset=200, clean_share=0.25, average=8)},
 }
 # what each recipe computes in (every phase, and the final evaluation): the precision it was chosen
 # and tested in (--precision overrides it)
@@ -63,40 +63,51 @@ EVALUATION = 1       # version of the evaluation: a change of what is evaluated 
 ROWS = {'Traditional': 'phase1', 'Proposal (heuristic mask)': 'phase3-heuristic', 'Proposal (U-Net mask)': 'phase3-unet',
         'Attention-guided CNN': 'attention'}
 
-
-def settings(recipe, precision='float32'):
-    """Each phase's arguments: the recipe's, and --precision when it is not float32 (not written
-    otherwise, so that runs made before the option keep their keys in done.json)."""
-    return {k: v + ([] if precision == 'float32' else ['--precision', precision]) for k, v in RECIPES[recipe].items()}
+# a phase of the plan: its script, its settings (a mysettings object), its command-line arguments,
+# its model file (key) and the model files it reads (needs)
+Phase = collections.namedtuple('Phase', 'number name script settings args key needs')
 
 
 def plan(data, out, recipe, seed, precision='float32'):
-    """(name, script, arguments, model file) of every phase, in order."""
-    r = settings(recipe, precision)
-    common = ['--seed', seed]
+    """Every phase of one seed, in order (the order --jobs 1 runs them in)."""
+    r = RECIPES[recipe]
     model = lambda name: os.path.join(out, f'{name}.keras')
     p1, p2 = model('phase1'), model('phase2')
-    return [
-        ('phase 1', 'train1.py', [data] + r['phase1'] + common, p1),
-        ('phase 3 (heuristic mask)', 'train3.py',
-         [data, p1, 'heuristic', MASK_MODE, 'adv'] + r['phase3'] + common,
-         model('phase3-heuristic')),
-        ('phase 2', 'train2.py', [data, p1, MASK_MODE] + r['phase2'] + common, p2),
-        ('phase 3 (U-Net mask)', 'train3.py', [data, p1, p2, MASK_MODE, 'adv'] + r['phase3'] + common,
-         model('phase3-unet')),
+    phases = [   # (name, script, settings class, positional arguments, recipe, model, models read)
+        ('phase 1', 'train1.py', mysettings.Phase1, {}, 'phase1', p1, []),
+        ('phase 3 (heuristic mask)', 'train3.py', mysettings.Phase3,
+         dict(model=p1, unet_model='heuristic', binarize_mask=MASK_MODE, back='adv'), 'phase3', model('phase3-heuristic'), [p1]),
+        ('phase 2', 'train2.py', mysettings.Phase2, dict(model=p1, binarize_mask=MASK_MODE), 'phase2', p2, [p1]),
+        ('phase 3 (U-Net mask)', 'train3.py', mysettings.Phase3,
+         dict(model=p1, unet_model=p2, binarize_mask=MASK_MODE, back='adv'), 'phase3', model('phase3-unet'), [p1, p2]),
         # the literature baseline, on phase 1's classifier, with phase 1's settings
-        ('attention-guided CNN', 'train_att.py', [data, '--global-model', p1] + r['phase1'] + common,
-         model('attention')),
+        ('attention-guided CNN', 'train_att.py', mysettings.Attention, {}, 'phase1', model('attention'), [p1]),
     ]
+    out = []
+    for i, (name, script, kind, positional, phase, key, needs) in enumerate(phases):
+        settings = kind(dataset=data, seed=seed, precision=precision, output=key, **positional,
+                        **(dict(global_model=p1) if kind is mysettings.Attention else {}), **r[phase])
+        args = [data] + list(positional.values()) + (['--global-model', p1] if kind is mysettings.Attention else []) \
+            + settings.argv(r[phase]) + ([] if precision == 'float32' else ['--precision', precision]) + ['--seed', seed]
+        out.append(Phase(i, name, script, settings, args, key, needs))
+    return out
 
 
-def option(args, name, default=None):
-    return int(args[args.index(name) + 1]) if name in args else default
+def recipe_options(recipe, precision='float32'):
+    """Each phase's options of a recipe, as on its command line (the table's record of it)."""
+    return {k: mysettings.argv(v) + ([] if precision == 'float32' else ['--precision', precision])
+            for k, v in RECIPES[recipe].items()}
 
 
-def steps_of(args, n_train):
-    """Training steps of a phase run with `args` on a training set of n_train images."""
-    return option(args, '--epochs') * (min(n_train, option(args, '--subset', n_train)) // option(args, '--batchsize'))
+def steps_of(settings, n_train):
+    """Training steps of a phase on a training set of n_train images."""
+    return settings.epochs * (min(n_train, settings.subset or n_train) // settings.batchsize)
+
+
+def is_done(record, phase):
+    """Whether done.json's record of a phase is its settings' record (or, for a run made before
+    records were settings, the command line it was run with)."""
+    return record in (phase.settings.record(), ' '.join(map(str, [phase.script] + phase.args)))
 
 
 def run_phase(script, args, model, bar, strategy='default', procs=None):
@@ -132,32 +143,28 @@ def run_phase(script, args, model, bar, strategy='default', procs=None):
     return out['stdout']
 
 
-def wait_for_chief(state_path, model, key, timeout=600):
+def wait_for_chief(state_path, phase, timeout=600):
     """A worker that is not the chief goes on to the next phase (which reads this phase's model)
     only once the chief has saved the model and recorded it."""
     t0 = time.time()
     while time.time() - t0 < timeout:
         try:
             with open(state_path) as f:
-                if json.load(f).get(model) == key and os.path.exists(model):
+                if is_done(json.load(f).get(phase.key), phase) and os.path.exists(phase.key):
                     return
         except (OSError, ValueError):
             pass
         time.sleep(0.5)
-    raise mycli.UserError(f'the chief did not record {model} in {state_path} within {timeout} s; '
+    raise mycli.UserError(f'the chief did not record {phase.key} in {state_path} within {timeout} s; '
                           'do all workers see the same output folder?')
 
 
 def train(data, out, recipe, seed, n_train, strategy, chief, label='', precision='float32', jobs=1, idle=None):
-    """Every phase of one seed into `out`, skipping those already done with the same settings;
-    up to `jobs` phases at a time (each in its own process, in the plan's order, once the models
-    it reads are done). Returns the training wall time (all runs of this command into `out`
-    together).
-    idle(models): called in a thread of its own whenever fewer than `jobs` phases run, none can
-    start, and more models are done than at its last call (`models`: the model files done), one
-    call at a time; train() returns once it is over. reproduce.py evaluates there the rows already
-    trained: at the end of a seed one phase runs alone and leaves the CPU partly idle."""
-    import queue
+    """Every phase of one seed into `out`, skipping those done with the same settings (done.json),
+    up to `jobs` at a time (myschedule.run); each finished one is recorded at once. idle(models):
+    what a free slot does (myschedule.run; reproduce.py evaluates the rows already trained: at the
+    end of a seed one phase runs alone and leaves the CPU partly idle). Returns the training wall
+    time (all runs of this command into `out` together)."""
     from tqdm import tqdm
     from myfiles import write_text
     os.makedirs(out, exist_ok=True)
@@ -165,25 +172,29 @@ def train(data, out, recipe, seed, n_train, strategy, chief, label='', precision
     done = json.load(open(state_path)) if os.path.exists(state_path) else {}
     wall, t0 = done.get('_wall', 0.0), time.time()
     phases = plan(data, out, recipe, seed, precision)
-    Phase = collections.namedtuple('Phase', 'number name script args model key')
-    todo = [Phase(i, name, script, a, model, ' '.join(map(str, [script] + a)))
-            for i, (name, script, a, model) in enumerate(phases)]
-    models_done = {p.model for p in todo if done.get(p.model) == p.key and os.path.exists(p.model)}
-    todo = [p for p in todo if p.model not in models_done]   # still to run
-    waits_for = {p.model: [q.model for q in todo if q.model in map(str, p.args)] for p in todo}   # its inputs
-    finished, running, procs, reports, failure = set(), {}, set(), queue.Queue(), None
-    helper, helped = None, None   # the thread running idle(), and the models of its last call
+    finished_before = set()   # done with these settings, and so is every model it read (a plan's order)
+    for p in phases:
+        if is_done(done.get(p.key), p) and os.path.exists(p.key) and all(k in finished_before for k in p.needs):
+            finished_before.add(p.key)
+    procs = set()   # the phases' processes, while they run
 
-    def work(p, slot):
-        try:
-            desc = f'{label}{p.name} [{p.number + 1}/{len(phases)}]'
-            with tqdm(total=steps_of(p.args, n_train), desc=desc, unit='step', disable=None, leave=False,
-                      position=slot) as bar:
-                if bar.disable:   # no terminal, so no bar: say at least when each phase starts
-                    tqdm.write(f'{desc}: started')
-                reports.put((p, run_phase(p.script, p.args, p.model, bar, strategy, procs), None))
-        except BaseException as e:   # handed to the main thread, which decides
-            reports.put((p, None, e))
+    def start(p, slot):
+        desc = f'{label}{p.name} [{p.number + 1}/{len(phases)}]'
+        with tqdm(total=steps_of(p.settings, n_train), desc=desc, unit='step', disable=None, leave=False,
+                  position=slot) as bar:
+            if bar.disable:   # no terminal, so no bar: say at least when each phase starts
+                tqdm.write(f'{desc}: started')
+            return run_phase(p.script, p.args, p.key, bar, strategy, procs)
+
+    def finished(p, stdout):
+        if chief:
+            done[p.key] = p.settings.record()
+            done['_wall'] = wall + time.time() - t0
+            write_text(state_path, json.dumps(done, indent=1))
+        else:
+            wait_for_chief(state_path, p)
+        tqdm.write(f'{label}{p.name}: {stdout.strip().splitlines()[-1]}')
+        sys.stdout.flush()
 
     def stop():   # the phases still running: SIGINT, on which their scripts keep their last checkpoint
         for proc in list(procs):
@@ -192,49 +203,8 @@ def train(data, out, recipe, seed, n_train, strategy, chief, label='', precision
             except OSError:
                 pass
 
-    try:
-        while todo or running:
-            ready = [p for p in todo if failure is None and all(m in finished for m in waits_for[p.model])]
-            for p in ready[:jobs - len(running)]:
-                slot = min(set(range(jobs)) - {s for s, _ in running.values()})
-                running[p.model] = (slot, threading.Thread(target=work, args=(p, slot), daemon=True))
-                running[p.model][1].start()
-                todo.remove(p)
-            if idle and failure is None and len(running) < jobs and not (helper and helper.is_alive()) \
-                    and models_done | finished != helped:
-                helped = models_done | finished
-                helper = threading.Thread(target=idle, args=(frozenset(helped),), daemon=True)
-                helper.start()
-            if not running:
-                break
-            try:   # (a timeout, so that Ctrl-C reaches this thread at once, and idle() its turn)
-                p, stdout, error = reports.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            running.pop(p.model)[1].join()
-            if error is not None:
-                if failure is None:   # the first one: the others are stopped because of it
-                    failure = error
-                    stop()
-                continue
-            finished.add(p.model)
-            if chief:
-                done[p.model] = p.key
-                done['_wall'] = wall + time.time() - t0
-                write_text(state_path, json.dumps(done, indent=1))
-            else:
-                wait_for_chief(state_path, p.model, p.key)
-            tqdm.write(f'{label}{p.name}: {stdout.strip().splitlines()[-1]}')
-            sys.stdout.flush()
-    except KeyboardInterrupt:
-        stop()
-        for _, thread in running.values():
-            thread.join(timeout=60)
-        raise
-    if failure is not None:
-        raise failure
-    if helper is not None:
-        helper.join()
+    myschedule.run([p for p in phases if p.key not in finished_before], start, jobs, finished, stop, idle,
+                   done=finished_before)
     return wall + time.time() - t0
 
 
@@ -323,7 +293,7 @@ def main():
     folders = {s: out if args.seeds == 1 else os.path.join(out, f'seed-{s}') for s in seeds}
     label = lambda s: '' if args.seeds == 1 else f'seed {s}: '
     models = lambda s: {r: os.path.join(folders[s], f'{m}.keras') for r, m in ROWS.items()}
-    test_subset = option(RECIPES[args.recipe]['phase3'], '--test-subset')
+    test_subset = RECIPES[args.recipe]['phase3'].get('test_subset')
     evaluate_early = chief and not args.validation and args.jobs > 1
     if evaluate_early:   # (TensorFlow started here, not in a thread: it hides stderr while it starts)
         mycli.start_tensorflow()
@@ -367,7 +337,8 @@ def main():
         for r in ROWS:
             results[r][s], noise[r][s] = rows[r], sweep[r]
     import mybackgrounds
-    print(myreport.write_tables(out, data, args.recipe, results, settings(args.recipe, args.precision), walls,
+    print(myreport.write_tables(out, data, args.recipe, results, recipe_options(args.recipe, args.precision),
+                                walls,
                                 time.time() - t0))
     myreport.figure(os.path.join(out, 'figure.png'), images, results)
     myreport.write_noise(out, mybackgrounds.NOISE_RATES, noise)

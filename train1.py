@@ -8,38 +8,33 @@ accuracy on the training set, then on each test set) and the model saved to --ou
 """
 import mycli
 import mydatasets as md
-
-EPOCHS = 100
-BATCHSIZE = 8
-EVAL_BATCHSIZE = 1024   # evaluation only: big batches, same numbers, far less overhead
+from mysettings import Phase1 as Settings   # every default, and what a checkpoint records
 
 
-def main():
+def parser():
     p = mycli.ArgumentParser(__doc__, epilog=md.EPILOG)
     p.add_argument('dataset', type=mycli.checked(md.check_name), help='data set name')
     mycli.schedule_args(p, 'classifier')
     p.add_argument('--output', help='model file, .keras or .h5 (default: DATASET-phase1.keras)')
-    p.add_argument('--weights', choices=['imagenet', 'none'], default='imagenet',
+    p.add_argument('--weights', choices=['imagenet', 'none'],
                    help='VGG19 start (images >= 128 px): ImageNet weights (a download) or random')
-    mycli.training_args(p, EPOCHS, BATCHSIZE, EVAL_BATCHSIZE)
-    args = p.parse_args()
-    output = mycli.output_file(args.output, f'{args.dataset}-phase1.keras')
+    mycli.training_args(p, Settings)
+    return p
+
+
+def main():
+    s = Settings.from_args(parser().parse_args())
 
     mycli.start_tensorflow()
     import mymodels
     import myrun
-    strategy, data, steps = myrun.start(args)
+    strategy, data, steps = myrun.start(s)
     with strategy.scope():   # models and optimisers live on every replica
         model = mymodels.in_precision(mymodels.build_classifier(
-            data.shape, data.classes, None if args.weights == 'none' else 'imagenet'), args.precision)
-        myrun.prepare_classifier(model, mymodels.LEARNING_RATE[mymodels.classifier_kind(data.shape)], args, steps)
-    config = {'dataset': args.dataset, 'batchsize': args.batchsize, 'lr': args.lr, 'subset': args.subset,
-              'seed': args.seed, 'flip': args.flip, 'lr_schedule': args.lr_schedule, 'size': args.size,
-              'precision': args.precision}
-    if args.lr_schedule != 'constant':
-        config['epochs'] = args.epochs   # the schedule spans the run
+            data.shape, data.classes, None if s.weights == 'none' else 'imagenet'), s.precision)
+        myrun.prepare_classifier(model, mymodels.LEARNING_RATE[mymodels.classifier_kind(data.shape)], s, steps)
     # augmented batches, validation on the last test set, checkpoints and log beside the model
-    myrun.train_classifier(model, data, output, config, args, strategy)
+    myrun.train_classifier(model, data, s.output, s.record(), s, strategy)
 
 
 if __name__ == '__main__':

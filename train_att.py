@@ -16,63 +16,55 @@ is computed inside the model, so the saved file is a classifier like any other: 
 takes it. At the end one CSV line (the command, the accuracy on the training set, then on each
 test set) and the model saved to --output (a global branch trained here: beside it, NAME-global).
 """
-import os
-
 import mycli
 import mydatasets as md
+from mysettings import Attention as Settings, Training   # every default, and what a checkpoint records
 
-EPOCHS = 100
-BATCHSIZE = 8
-EVAL_BATCHSIZE = 1024
-TAU = 0.7
-LR = 1e-3
+LR = 1e-3   # the local branch and fusion, as phase 1's classifier
 
 
-def main():
+def parser():
     p = mycli.ArgumentParser(__doc__, epilog=md.EPILOG)
     p.add_argument('dataset', type=mycli.checked(md.check_name), help='data set name')
     p.add_argument('--global-model', metavar='FILE',
                    help='a phase-1 classifier to use as the global branch (default: train one first, as phase 1)')
-    p.add_argument('--tau', type=mycli.threshold, default=TAU, help=f'heatmap threshold in (0, 1] (default {TAU})')
+    p.add_argument('--tau', type=mycli.threshold, help='heatmap threshold in (0, 1] (default %(default)s)')
     p.add_argument('--crop', type=mycli.positive_int, help='side the attention crops are resized to (default: half '
                    'the image side, near the mean size of the published code\'s unresized crops)')
     mycli.schedule_args(p, 'classifier')
-    p.add_argument('--weights', choices=['imagenet', 'none'], default='imagenet',
+    p.add_argument('--weights', choices=['imagenet', 'none'],
                    help='a global branch trained here with VGG19 (images >= 128 px): ImageNet weights or random')
     p.add_argument('--output', help='model file, .keras or .h5 (default: DATASET-attention.keras)')
-    mycli.training_args(p, EPOCHS, BATCHSIZE, EVAL_BATCHSIZE)
-    args = p.parse_args()
-    output = mycli.output_file(args.output, f'{args.dataset}-attention.keras')
-    stem, ext = os.path.splitext(output)
-    global_output = f'{stem}-global{ext}'
+    mycli.training_args(p, Settings)
+    return p
+
+
+def main():
+    s = Settings.from_args(parser().parse_args())
+    global_output = s.companion('global')
 
     mycli.start_tensorflow()
+    import os
     import mymodels
     import myrun
-    strategy, data, steps = myrun.start(args)
-    config = {'dataset': args.dataset, 'batchsize': args.batchsize, 'lr': args.lr, 'subset': args.subset,
-              'seed': args.seed, 'flip': args.flip, 'lr_schedule': args.lr_schedule, 'size': args.size,
-              'precision': args.precision}
-    if args.lr_schedule != 'constant':
-        config['epochs'] = args.epochs   # the schedule spans the run
+    strategy, data, steps = myrun.start(s)
 
     # the global branch: given, or trained here exactly as phase 1 (a finished one is kept on --resume)
-    if args.global_model or (args.resume and os.path.exists(global_output)):
+    if s.global_model or (s.resume and os.path.exists(global_output)):
         with strategy.scope():
-            global_model = myrun.load_model(args.global_model or global_output, 'classifier', data, args.precision)
+            global_model = myrun.load_model(s.global_model or global_output, 'classifier', data, s.precision)
     else:
         with strategy.scope():
             global_model = mymodels.in_precision(mymodels.build_classifier(
-                data.shape, data.classes, None if args.weights == 'none' else 'imagenet'), args.precision)
-            myrun.prepare_classifier(global_model, mymodels.LEARNING_RATE[mymodels.classifier_kind(data.shape)], args, steps)
-        myrun.train_classifier(global_model, data, global_output, config, args, strategy)
+                data.shape, data.classes, None if s.weights == 'none' else 'imagenet'), s.precision)
+            myrun.prepare_classifier(global_model, mymodels.LEARNING_RATE[mymodels.classifier_kind(data.shape)], s, steps)
+        myrun.train_classifier(global_model, data, global_output, s.record(Training), s, strategy)
 
     with strategy.scope():   # the global branch frozen inside; the local branch and fusion learn
-        crop = args.crop or data.shape[0] // 2
-        model = mymodels.in_precision(mymodels.attention(global_model, data.classes, args.tau, crop), args.precision)
-        model = myrun.prepare_classifier(model, LR, args, steps)
-    config.update({'global_model': args.global_model or global_output, 'tau': args.tau, 'crop': args.crop})
-    myrun.train_classifier(model, data, output, config, args, strategy)
+        crop = s.crop or data.shape[0] // 2
+        model = mymodels.in_precision(mymodels.attention(global_model, data.classes, s.tau, crop), s.precision)
+        model = myrun.prepare_classifier(model, LR, s, steps)
+    myrun.train_classifier(model, data, s.output, s.record(), s, strategy)
 
 
 if __name__ == '__main__':

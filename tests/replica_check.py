@@ -27,6 +27,7 @@ def main():
     import mydatagen
     import mydatasets
     import mymodels
+    import mysettings
     import myrun
     import mytrainers
 
@@ -67,11 +68,13 @@ def main():
         if white:   # backgrounds near white: the relu(mean(B) - 0.5) term is active
             b = gen.layers[-1].bias
             b.assign(tf.fill(b.shape, 3.0))
-        t = mytrainers.BackgroundTrainer(clf, 'heuristic', 'otsu', 'adv', gen, 2, seed=0, clean_share=clean_share)
+        settings = mysettings.Phase3(dataset='mnist', model='', unet_model='heuristic', binarize_mask='otsu', back='adv',
+                                     seed=0, clean_share=clean_share)
+        t = mytrainers.BackgroundTrainer(clf, settings, gen)
         t.compile(optimizer=opt(o, 1e-3 if o == 'adam' else 0.1), gen_optimizer=opt(o, 1e-3 if o == 'adam' else 1.0),
                   steps_per_execution=myrun.steps_per_execution(STEPS))
-        t.build_all(X[:1])   # as train3.py does (fit() cannot build it from batches of 4 tensors)
-        return t, [clf, gen], lambda part: t.with_noise(mydatagen.batches(X, Y, BATCH, seed=0, part=part), 0, 0, part)
+        t.build_all(X[:1])   # as train3.py does (fit() cannot build it from named batches)
+        return t, [clf, gen], lambda part: t.batches(mydatagen.batches(X, Y, BATCH, seed=0, part=part), BATCH, 0, 0, part)
 
     cases = {'phase1': phase1, 'phase2': phase2, 'phase3': phase3,
              # the white-background penalty active, and half the images keeping their own

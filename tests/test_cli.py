@@ -14,7 +14,7 @@ import mycli
 from helpers import ROOT, one_line_error, script
 
 SCRIPTS = ['train1.py', 'train2.py', 'train3.py', 'train_att.py', 'evaluate.py', 'evaluate_seg.py', 'reproduce.py', 'benchmark.py',
-           'mydatasets.py', 'mybackgrounds.py', 'mydatagen.py']
+           'mydatasets.py', 'mybackgrounds.py']
 
 
 def first_line_of_doc(name):
@@ -85,7 +85,6 @@ BAD = [  # (arguments, what the one line must say)
     (['reproduce.py', 'mnist', '--jobs', '0'], 'at least 1'),
     (['reproduce.py', 'mnist', '--seed', '-3'], 'at least 0'),
     (['reproduce.py', 'cifar10'], 'invalid choice'),
-    (['mydatagen.py', 'mnist', '--rows', '0'], 'at least 1'),
     (['mydatasets.py', 'mnist', '--n', '-2'], 'at least 1'),
     (['mybackgrounds.py', '--scale', '0'], 'at least 1'),
 ]
@@ -187,134 +186,76 @@ def test_reproduce_passes_its_precision_to_every_phase():
     for precision in ('bfloat16', 'float32'):
         phases = reproduce.plan('mnist_backgrounds', 'out', 'fast', 0, precision)
         assert len(phases) == 5
-        for name, script_, args, model in phases:
-            assert args.count('--precision') == (precision == 'bfloat16'), name
+        for p in phases:
+            assert p.args.count('--precision') == (precision == 'bfloat16'), p.name
+            assert p.settings.precision == precision
             if precision == 'bfloat16':
-                assert args[args.index('--precision') + 1] == 'bfloat16'
+                assert p.args[p.args.index('--precision') + 1] == 'bfloat16'
     assert set(reproduce.PRECISION) == set(reproduce.RECIPES)
 
 
-def test_fast_recipe_rates():
-    """The fast recipe trains phase 2's U-Net at 1e-4 (10x the published 1e-5, train2.py's default)
-    and both Proposal rows' generators at 3e-4, with the same phase-3 arguments for both rows; the
-    paper recipe keeps the published rates and flips (no --lr, --gen-lr, --flip); the fast recipe
-    has no horizontal flips in any phase, the attention baseline included."""
+@pytest.mark.parametrize('recipe', ['paper', 'fast', 'smoke'])
+def test_each_phase_runs_with_the_settings_reproduce_records(recipe, tmp_path):
+    """The command line reproduce.py gives each phase, parsed by that script's own parser, gives
+    the very settings that reproduce.py records in done.json (so a phase is skipped exactly when it
+    would train the same model); both Proposal rows train phase 3 alike but for their masks."""
+    import importlib
     import reproduce
-    def phases(recipe):
-        return {name: args for name, _, args, _ in reproduce.plan('mnist_backgrounds', 'out', recipe, 0)}
-    value = lambda a, k: a[a.index(k) + 1]
-    p = phases('fast')
-    assert value(p['phase 2'], '--lr') == 1e-4
-    h, u = p['phase 3 (heuristic mask)'][5:], p['phase 3 (U-Net mask)'][5:]
-    assert h == u and value(h, '--gen-lr') == 3e-4
-    for name, args in phases('paper').items():
-        assert '--lr' not in args and '--gen-lr' not in args and '--flip' not in args, name
-    for name, args in p.items():   # no horizontal flips in any phase of the fast recipe
-        assert value(args, '--flip') == 0, name
+    phases = reproduce.plan('mnist_backgrounds', str(tmp_path), recipe, 3)
+    for p in phases:
+        script_ = importlib.import_module(p.script[:-3])
+        ns = script_.parser().parse_args([str(a) for a in p.args] + ['--output', p.key])
+        parsed = script_.Settings.from_args(ns)
+        assert parsed.record() == p.settings.record(), p.name
+        assert parsed.seed == 3 and reproduce.steps_of(parsed, 60000) == reproduce.steps_of(p.settings, 60000)
+    h, u = (p.settings.record() for p in phases if p.script == 'train3.py')
+    assert {k for k in h if h[k] != u[k]} == {'unet_model'}
 
 
 class FakePhases:
-    """Stands in for reproduce.run_phase: each phase 'runs' for its time in seconds (or fails),
-    writes its model file, and logs when it started and ended. A phase that is sent a signal
-    while it runs stops at once, as the scripts do on SIGINT (exit 130)."""
+    """Stands in for reproduce.run_phase: each phase writes its model file at once and returns its
+    CSV line, or fails (the scheduler's timing is tested in test_schedule.py, with events)."""
 
-    def __init__(self, seconds, fail=None):
-        import threading
-        self.seconds, self.fail, self.log, self.stopped = seconds, fail, [], []
-        self.lock = threading.Lock()
+    def __init__(self, fail=None):
+        self.fail, self.started = fail, []
 
     def __call__(self, script_, args, model, bar, strategy='default', procs=None):
-        import threading
-        import time
-        name = os.path.basename(model)
-        signalled = threading.Event()
-        proc = type('Proc', (), {'send_signal': lambda self_, s: (self.stopped.append(name), signalled.set())})()
-        procs.add(proc)
-        with self.lock:
-            self.log.append(('start', name, time.monotonic()))
-        try:
-            if signalled.wait(self.seconds[name]):
-                raise KeyboardInterrupt
-            if name == self.fail:
-                raise mycli.UserError(f'{script_} failed: out of memory')
-            open(model, 'w').close()
-            return f'{name} done\n'
-        finally:
-            procs.discard(proc)
-            with self.lock:
-                self.log.append(('end', name, time.monotonic()))
-
-    def span(self, name):
-        return [t for _, n, t in self.log if n == name]
+        self.started.append(os.path.basename(model))
+        if os.path.basename(model) == self.fail:
+            raise mycli.UserError(f'{script_} failed: out of memory')
+        open(model, 'w').close()
+        return f'{script_},0.9\n'
 
 
-SECONDS = {'phase1.keras': 0.2, 'phase3-heuristic.keras': 0.6, 'phase2.keras': 0.1, 'phase3-unet.keras': 0.3,
-           'attention.keras': 0.2}
+NAMES = ['phase1.keras', 'phase3-heuristic.keras', 'phase2.keras', 'phase3-unet.keras', 'attention.keras']
 
 
-@pytest.mark.parametrize('jobs', [1, 2])
-def test_reproduce_runs_phases_side_by_side_once_their_inputs_exist(jobs, monkeypatch, tmp_path, capsys):
-    """--jobs N: at most N phases at once, each started only after the models it reads are
-    made (phase 1 before every other, phase 2 before the U-Net row), in the plan's order; with
-    N = 1 one after the other. Every phase is recorded in done.json. With no terminal (no bars)
-    each phase's start is a line."""
+def test_reproduce_records_each_phase_and_skips_it_then(monkeypatch, tmp_path, capsys):
+    """Every finished phase is recorded in done.json with its settings' record; the same command
+    then runs nothing, and neither does a folder whose records are the command lines of a run made
+    before records were settings; a changed setting runs that phase again. With no terminal (no
+    bars) each phase's start is a line."""
     import json
     import reproduce
-    fake = FakePhases(SECONDS)
+    fake = FakePhases()
     monkeypatch.setattr(reproduce, 'run_phase', fake)
-    reproduce.train('mnist_backgrounds', str(tmp_path), 'fast', 0, 60000, 'default', True, jobs=jobs)
-    start = {n: fake.span(n)[0] for n in SECONDS}
-    end = {n: fake.span(n)[1] for n in SECONDS}
-    assert all(start[n] >= end['phase1.keras'] for n in SECONDS if n != 'phase1.keras')
-    assert start['phase3-unet.keras'] >= end['phase2.keras']
-    events = sorted((t, +1 if e == 'start' else -1) for e, _, t in fake.log)
-    at_once = max(sum(d for _, d in events[:i + 1]) for i in range(len(events)))
-    assert at_once == jobs
-    order = [n for e, n, _ in fake.log if e == 'start']
-    if jobs == 1:
-        assert order == [os.path.basename(m) for *_, m in reproduce.plan('d', str(tmp_path), 'fast', 0)]
-    else:   # the heuristic row and phase 2 side by side, then the U-Net row before the baseline
-        assert set(order[1:3]) == {'phase3-heuristic.keras', 'phase2.keras'} and order[3:] == ['phase3-unet.keras',
-                                                                                               'attention.keras']
-        assert start['phase2.keras'] < end['phase3-heuristic.keras']
+    reproduce.train('mnist_backgrounds', str(tmp_path), 'fast', 0, 60000, 'default', True, jobs=2)
+    assert sorted(fake.started) == sorted(NAMES)
     done = json.loads((tmp_path / 'done.json').read_text())
-    assert sorted(os.path.basename(k) for k in done if k != '_wall') == sorted(SECONDS)
-    assert capsys.readouterr().out.count(': started') == len(SECONDS)
-
-
-def test_reproduce_uses_a_free_slot_for_what_is_done(monkeypatch, tmp_path):
-    """train(idle=...): when fewer phases run than --jobs allows and none can start, idle() is
-    called with the models done so far (in a thread, one call at a time, again only when more are
-    done): phase 1 running alone gets a call with nothing done, the baseline running alone one
-    with the other rows' models, while it still runs; train() returns only once idle() is over.
-    With --jobs 1 no slot is ever free."""
-    import threading
-    import time
-    import reproduce
-    seconds = dict(SECONDS, **{'attention.keras': 1.5})
-    calls, busy, over = [], threading.Lock(), threading.Event()
-
-    def idle(done):
-        assert busy.acquire(blocking=False)   # never two at once
-        calls.append((sorted(os.path.basename(m) for m in done), time.monotonic()))
-        time.sleep(0.3)
-        over.set()
-        busy.release()
-
-    fake = FakePhases(seconds)
-    monkeypatch.setattr(reproduce, 'run_phase', fake)
-    reproduce.train('mnist_backgrounds', str(tmp_path), 'fast', 0, 60000, 'default', True, jobs=2, idle=idle)
-    assert over.is_set() and not busy.locked()
-    when = {tuple(done): t for done, t in calls}
-    assert len(when) == len(calls)   # each call has more done than the last
-    assert calls[0][0] == [] and calls[0][1] < fake.span('phase1.keras')[1]
-    rows = ('phase1.keras', 'phase2.keras', 'phase3-heuristic.keras', 'phase3-unet.keras')
-    assert fake.span('phase3-unet.keras')[1] <= when[rows] < fake.span('attention.keras')[1]
-    calls.clear()
-    fake = FakePhases(SECONDS)
-    monkeypatch.setattr(reproduce, 'run_phase', fake)
-    reproduce.train('mnist_backgrounds', str(tmp_path / 'one'), 'fast', 0, 60000, 'default', True, jobs=1, idle=idle)
-    assert calls == []
+    phases = reproduce.plan('mnist_backgrounds', str(tmp_path), 'fast', 0)
+    assert all(done[p.key] == p.settings.record() for p in phases)
+    assert capsys.readouterr().out.count(': started') == len(NAMES)
+    again = FakePhases()
+    monkeypatch.setattr(reproduce, 'run_phase', again)
+    reproduce.train('mnist_backgrounds', str(tmp_path), 'fast', 0, 60000, 'default', True, jobs=2)
+    assert again.started == []
+    legacy = {p.key: ' '.join(map(str, [p.script] + p.args)) for p in phases}
+    (tmp_path / 'done.json').write_text(json.dumps(legacy))
+    reproduce.train('mnist_backgrounds', str(tmp_path), 'fast', 0, 60000, 'default', True, jobs=2)
+    assert again.started == []
+    monkeypatch.setitem(reproduce.RECIPES['fast'], 'phase2', dict(reproduce.RECIPES['fast']['phase2'], area=0.2))
+    reproduce.train('mnist_backgrounds', str(tmp_path), 'fast', 0, 60000, 'default', True, jobs=2)
+    assert sorted(again.started) == ['phase2.keras', 'phase3-unet.keras']   # (the U-Net row reads phase 2)
 
 
 def test_output_reaches_a_pipe_line_by_line():
@@ -325,21 +266,19 @@ def test_output_reaches_a_pipe_line_by_line():
     assert r.stdout.strip() == 'True', r.stderr
 
 
-def test_reproduce_stops_the_other_phases_when_one_fails(monkeypatch, tmp_path):
-    """A failing phase stops the one running beside it (its script keeps its checkpoint), starts
-    nothing more and is the error reported; the same command then runs only what is left."""
+def test_reproduce_stops_when_a_phase_fails(monkeypatch, tmp_path):
+    """A failing phase is the error reported, only the phases finished before it are recorded, and
+    the same command then runs what is left."""
     import json
     import reproduce
-    fake = FakePhases(dict(SECONDS, **{'phase2.keras': 30}), fail='phase3-heuristic.keras')
+    fake = FakePhases(fail='phase3-heuristic.keras')
     monkeypatch.setattr(reproduce, 'run_phase', fake)
     with pytest.raises(mycli.UserError, match='train3.py failed: out of memory'):
-        reproduce.train('mnist_backgrounds', str(tmp_path), 'fast', 0, 60000, 'default', True, jobs=2)
-    assert fake.stopped == ['phase2.keras'] and fake.span('phase2.keras')[1] - fake.span('phase2.keras')[0] < 10
-    started = [n for e, n, _ in fake.log if e == 'start']
-    assert started[0] == 'phase1.keras' and sorted(started[1:]) == ['phase2.keras', 'phase3-heuristic.keras']
+        reproduce.train('mnist_backgrounds', str(tmp_path), 'fast', 0, 60000, 'default', True, jobs=1)
+    assert fake.started == ['phase1.keras', 'phase3-heuristic.keras']
     assert [os.path.basename(k) for k in json.loads((tmp_path / 'done.json').read_text()) if k != '_wall'] == \
         ['phase1.keras']
-    again = FakePhases(SECONDS)
+    again = FakePhases()
     monkeypatch.setattr(reproduce, 'run_phase', again)
     reproduce.train('mnist_backgrounds', str(tmp_path), 'fast', 0, 60000, 'default', True, jobs=2)
-    assert sorted(n for e, n, _ in again.log if e == 'start') == sorted(set(SECONDS) - {'phase1.keras'})
+    assert sorted(again.started) == sorted(set(NAMES) - {'phase1.keras'})

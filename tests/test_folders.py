@@ -47,7 +47,7 @@ def test_layout_classes_and_named_test_sets(tmp_path):
     assert X.shape == (9, 20, 24, 1) and X.dtype == np.uint8 and Y.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     first = np.asarray(Image.open(os.path.join(root, 'train', 'ant', 'ant0.png')))
     np.testing.assert_array_equal(X[0, ..., 0], first)                  # the pixels as they are, uint8
-    np.testing.assert_allclose(mydatasets.to_float(X)[0, ..., 0], first / 255, atol=1e-7)
+    np.testing.assert_allclose(mydatagen.to_float(X)[0, ..., 0], first / 255, atol=1e-7)
     assert mydatasets.check_name(root) == root
 
 

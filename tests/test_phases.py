@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import mycli
 import mydatagen
 import mydatasets
 import mymodels
+import mysettings
 import mytrainers
 from helpers import csv_numbers, inprocess, one_line_error, script
 
@@ -202,6 +204,17 @@ def mnist_small(real_data):
     return mydatasets.dataset('mnist', 128).train
 
 
+def phase3(back='adv', mode='otsu', unets=(), **kw):
+    """Phase-3 settings as train3.py would make them: the published ones, but for `kw`."""
+    return mysettings.Phase3(dataset='mnist', model='clf.keras', unet_model='u.keras' if unets else 'heuristic',
+                             binarize_mask=mode, back=back, **kw)
+
+
+def trainer(clf, back='adv', mode='otsu', gen=None, unets=(), total_steps=1, **kw):
+    """A BackgroundTrainer of settings phase3(back, mode, unets, **kw)."""
+    return mytrainers.BackgroundTrainer(clf, phase3(back, mode, unets, **kw), gen, unets, total_steps)
+
+
 @pytest.mark.parametrize('back, mode, replay', [(b, 'otsu', 0) for b in ['black', 'noise', 'adv', 'real']] +
                          [('adv', m, 0) for m in ['0.5', 'quantile', 'none', 'jitter']] + [('adv', 'otsu', 0.5)])
 def test_phase3_modes_train(mnist_small, back, mode, replay):
@@ -209,7 +222,7 @@ def test_phase3_modes_train(mnist_small, back, mode, replay):
     clf = mymodels.classifier((32, 32, 1), 10)
     unet = mymodels.unet((32, 32, 1))
     gen = mymodels.gen((32, 32, 1), 2) if back == 'adv' else None
-    t = mytrainers.BackgroundTrainer(clf, unet, mode, back, gen, 2, seed=0, replay=replay, history=8)
+    t = trainer(clf, back, mode, gen, [unet], seed=0, replay=replay, history=8)
     t.compile(optimizer=keras.optimizers.Adam(1e-3), gen_optimizer=mymodels.adam(1e-5) if gen else None)
     t.build_all(X[:1])
     before = {m.name: [w.numpy().copy() for w in m.weights] for m in [clf, unet] + ([gen] if gen else [])}
@@ -218,8 +231,7 @@ def test_phase3_modes_train(mnist_small, back, mode, replay):
         def crops(rng=np.random.default_rng(0)):
             while True:
                 yield rng.random((32, 32, 1)).astype(np.float32)
-        ds = mydatagen.with_backgrounds(ds, crops(), 16)
-    h = t.fit(t.with_noise(ds), steps_per_epoch=3, epochs=1, verbose=0)
+    h = t.fit(t.batches(ds, 16, crops=crops() if back == 'real' else None), steps_per_epoch=3, epochs=1, verbose=0)
     assert np.isfinite(h.history['ce'][0])
     changed = lambda m: any(not np.array_equal(a, w.numpy()) for a, w in zip(before[m.name], m.weights))
     assert changed(clf) and not changed(unet)          # the U-Net stays frozen in phase 3
@@ -232,8 +244,8 @@ def test_phase3_modes_train(mnist_small, back, mode, replay):
 def test_composite_and_tiles(mnist_small):
     X, _ = mnist_small
     gen = mymodels.gen((32, 32, 1), 2)
-    t = mytrainers.BackgroundTrainer(mymodels.classifier((32, 32, 1), 10), 'heuristic', '0.5', 'adv', gen, 2, seed=3)
-    B = t.adversarial_backgrounds(5, training=False).numpy()
+    t = trainer(mymodels.classifier((32, 32, 1), 10), 'adv', '0.5', gen, seed=3)
+    B = t.painter.picture(X[:5]).numpy()
     assert B.shape == (5, 32, 32, 1)
     quads = [B[:, :16, :16], B[:, :16, 16:], B[:, 16:, :16], B[:, 16:, 16:]]
     assert all(not np.allclose(quads[0], q) for q in quads[1:])   # independent draws per tile
@@ -258,8 +270,8 @@ def test_two_unets_take_turns(mnist_small):
     frozen while the classifier trains."""
     X, Y = mnist_small
     gen = mymodels.gen((32, 32, 1), 2)
-    t = mytrainers.BackgroundTrainer(mymodels.classifier((32, 32, 1), 10), [constant_mask(0.9), constant_mask(0.1)],
-                                     '0.5', 'adv', gen, 2, seed=0, clean_share=0.25)
+    t = trainer(mymodels.classifier((32, 32, 1), 10), 'adv', '0.5', gen, [constant_mask(0.9), constant_mask(0.1)],
+                seed=0, clean_share=0.25)
     want = lambda n: np.array([1.0 if i % 2 == 0 else 0.0 for i in range(n)])
     for n in (5, 2, 1):
         M, soft = t.masks(X[:n])
@@ -271,7 +283,7 @@ def test_two_unets_take_turns(mnist_small):
     t.build_all(X[:1])
     unets = [t.unet] + t.more_unets
     before = [[w.numpy().copy() for w in u.weights] for u in unets]
-    h = t.fit(t.with_noise(mydatagen.batches(X, Y, 16, seed=0)), steps_per_epoch=3, epochs=1, verbose=0)
+    h = t.fit(t.batches(mydatagen.batches(X, Y, 16, seed=0), 16), steps_per_epoch=3, epochs=1, verbose=0)
     assert np.isfinite(h.history['ce'][0])
     assert all(np.array_equal(a, w.numpy()) for u, b in zip(unets, before) for a, w in zip(b, u.weights))
 
@@ -281,14 +293,14 @@ def test_white_background_penalty(mnist_small):
     X, Y = mnist_small
     gen = mymodels.gen((32, 32, 1), 2)
     clf = mymodels.classifier((32, 32, 1), 10)
-    t = mytrainers.BackgroundTrainer(clf, 'heuristic', '0.5', 'adv', gen, 2, seed=0)
+    t = trainer(clf, 'adv', '0.5', gen, seed=0)
     t.compile(optimizer=keras.optimizers.SGD(0.0), gen_optimizer=keras.optimizers.SGD(0.0))
     t.build_all(X[:1])
     last = gen.layers[-1]
     last.bias.assign(tf.fill(last.bias.shape, 8.0))    # sigmoid(8+...) ~ white backgrounds
     z = tf.random.normal([16, 4, mymodels.noise_size(gen)])
-    logs = t.train_step((tf.constant(X[:16]), z, tf.constant(Y[:16])))
-    B = t.adversarial_backgrounds(training=False, z=z)
+    logs = t.train_step({'image': tf.constant(X[:16]), 'noise': z, 'label': tf.constant(Y[:16])})
+    B = t.painter.tiles(z, training=False)
     assert float(tf.reduce_mean(B)) > 0.9
     assert float(logs['adv_loss']) == pytest.approx(-float(logs['ce']) + float(tf.reduce_mean(B)) - 0.5, abs=0.05)
 
@@ -297,7 +309,7 @@ def test_mask_computed_on_the_augmented_image(mnist_small):
     """FIX: the mask comes from the very image that is trained on (after augmentation)."""
     X, _ = mnist_small
     Xa = mydatagen.augment(X[:8], [0, 1]).numpy()
-    t = mytrainers.BackgroundTrainer(mymodels.classifier((32, 32, 1), 10), 'heuristic', '0.5', 'black')
+    t = trainer(mymodels.classifier((32, 32, 1), 10), 'black', '0.5')
     M, _ = t.masks(tf.constant(Xa))
     np.testing.assert_array_equal(M.numpy(), (Xa > 0).astype(np.float32))
     assert not np.array_equal(M.numpy(), (X[:8] > 0).astype(np.float32))
@@ -362,10 +374,13 @@ def test_cosine_schedule_and_gen_lr(real_data, tmp_path):
 
 
 def _sgd_steps(trainer_or_clf, X, Y, extra, steps):
-    """`steps` SGD steps, one batch of 16 each, in a fixed order (no augmentation)."""
+    """`steps` SGD steps, one batch of 16 each, in a fixed order (no augmentation). extra: the
+    named parts beside the images and labels (phase 3), or None (a classifier: (X, Y))."""
     for i in range(steps):
         sl = slice(16 * i, 16 * (i + 1))
-        trainer_or_clf.train_step((tf.constant(X[sl]), *[e[sl] for e in extra], tf.constant(Y[sl])))
+        X_, Y_ = tf.constant(X[sl]), tf.constant(Y[sl])
+        trainer_or_clf.train_step((X_, Y_) if extra is None else
+                                  {'image': X_, 'label': Y_, **{k: v[sl] for k, v in extra.items()}})
 
 
 def test_clean_share_trains_on_the_images_as_they_are(mnist_small):
@@ -379,13 +394,13 @@ def test_clean_share_trains_on_the_images_as_they_are(mnist_small):
         clf.set_weights(start.get_weights())
         if share is None:   # phase 1's own step
             clf.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-            _sgd_steps(clf, X, Y, [], 3)
+            _sgd_steps(clf, X, Y, None, 3)
         else:
-            t = mytrainers.BackgroundTrainer(clf, 'heuristic', 'otsu', 'noise', clean_share=share, seed=0)
+            t = trainer(clf, 'noise', clean_share=share, seed=0)
             t.compile(optimizer=keras.optimizers.SGD(0.1))
             noise = tf.random.normal((48, 32, 32, 1), seed=1)
             u = tf.random.uniform((48,), seed=2)
-            _sgd_steps(t, X, Y, [noise] + ([u] if share > 0 else []), 3)
+            _sgd_steps(t, X, Y, {'background': noise, **({'share': u} if share > 0 else {})}, 3)
         results[share] = clf.get_weights()
     assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(results[1.0], results[None]))
     assert not all(np.allclose(a, b, atol=1e-3) for a, b in zip(results[0.0], results[None]))
@@ -393,14 +408,14 @@ def test_clean_share_trains_on_the_images_as_they_are(mnist_small):
 
 def test_clean_share_draws_come_with_the_batches(mnist_small):
     X, Y = mnist_small
-    t = mytrainers.BackgroundTrainer(mymodels.classifier((32, 32, 1), 10), 'heuristic', 'otsu', 'adv',
-                                   mymodels.gen((32, 32, 1), 2), clean_share=0.3)
-    batch = next(iter(t.with_noise(mydatagen.batches(X, Y, 16, seed=0), seed=5)))
-    assert len(batch) == 4 and batch[1].shape == (16, 4, 16) and batch[2].shape == (16,)
-    u = batch[2].numpy()
+    t = trainer(mymodels.classifier((32, 32, 1), 10), 'adv', gen=mymodels.gen((32, 32, 1), 2), clean_share=0.3)
+    batch = next(iter(t.batches(mydatagen.batches(X, Y, 16, seed=0), 16, seed=5)))
+    assert sorted(batch) == ['image', 'label', 'noise', 'share']
+    assert batch['noise'].shape == (16, 4, 16) and batch['share'].shape == (16,)
+    u = batch['share'].numpy()
     assert ((u >= 0) & (u < 1)).all() and u.std() > 0.1   # uniform draws, one per image
-    again = next(iter(t.with_noise(mydatagen.batches(X, Y, 16, seed=0), seed=5)))
-    np.testing.assert_array_equal(again[2].numpy(), u)   # seeded
+    again = next(iter(t.batches(mydatagen.batches(X, Y, 16, seed=0), 16, seed=5)))
+    np.testing.assert_array_equal(again['share'].numpy(), u)   # seeded
 
 
 def test_weight_average(mnist_small):
@@ -408,12 +423,12 @@ def test_weight_average(mnist_small):
     step, from its starting weights; averaged() swaps it in, adopt_average() keeps it."""
     X, Y = mnist_small
     clf = mymodels.classifier((32, 32, 1), 10)
-    t = mytrainers.BackgroundTrainer(clf, 'heuristic', 'otsu', 'noise', average=4, seed=0)
+    t = trainer(clf, 'noise', average=4, seed=0)
     t.compile(optimizer=keras.optimizers.SGD(0.1))
     expected = [w.numpy().copy() for w in clf.weights]
     noise = tf.random.normal((48, 32, 32, 1), seed=1)
     for i in range(3):
-        _sgd_steps(t, X[16 * i:], Y[16 * i:], [noise[16 * i:]], 1)
+        _sgd_steps(t, X[16 * i:], Y[16 * i:], {'background': noise[16 * i:]}, 1)
         expected = [0.75 * e + 0.25 * w.numpy() for e, w in zip(expected, clf.weights)]
     raw = [w.numpy().copy() for w in clf.weights]
     with t.averaged():
@@ -442,13 +457,13 @@ def test_phase3_step_gradients(mnist_small, white, clean):
     u = tf.constant(np.random.default_rng(1).random(16) * (0.5 if clean == 'all' else 1.0), tf.float32)
     keep = (u < share).numpy()
     assert keep.all() if clean == 'all' else (0 < keep.sum() < 16 if clean == 'some' else not keep.any())
-    t = mytrainers.BackgroundTrainer(clf, 'heuristic', 'otsu', 'adv', gen, 2, seed=0, clean_share=share)
+    t = trainer(clf, 'adv', gen=gen, seed=0, clean_share=share)
     t.compile(optimizer=keras.optimizers.SGD(1.0), gen_optimizer=keras.optimizers.SGD(1.0))
     z = tf.random.normal([16, 4, mymodels.noise_size(gen)], seed=4)
     start = {m.name: [w.numpy().copy() for w in m.trainable_variables] for m in (clf, gen)}
     M, _ = t.masks(X)
     with tf.GradientTape(persistent=True) as tape:
-        B = t.adversarial_backgrounds(training=True, z=z)
+        B = t.painter.tiles(z)
         Z = tf.where(keep[:, None, None, None], X, t.composite(X, M, B))
         ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(Y, clf(Z, training=True))
         painted = tf.boolean_mask(B, ~keep)
@@ -456,7 +471,7 @@ def test_phase3_step_gradients(mnist_small, white, clean):
     expected = {clf.name: tape.gradient(ce, clf.trainable_variables),
                 gen.name: tape.gradient(adv, gen.trainable_variables)}
     assert (float(tf.reduce_mean(B)) > 0.5) == white
-    t.train_step((X, z, u, Y) if share else (X, z, Y))
+    t.train_step({'image': X, 'noise': z, 'label': Y, **({'share': u} if share else {})})
     for m in (clf, gen):
         for w0, w, g in zip(start[m.name], m.trainable_variables, expected[m.name]):
             if g is None:   # all clean: the generator takes no part
@@ -469,7 +484,7 @@ def test_replay_pool_is_a_uniform_sample_of_everything_painted():
     """Reservoir sampling: the first N backgrounds fill the pool in order; after that the pool
     stays a uniform sample of all painted so far (a ring buffer would hold only the last N)."""
     clf, gen = mymodels.classifier((32, 32, 1), 10), mymodels.gen((32, 32, 1), 2)
-    t = mytrainers.BackgroundTrainer(clf, 'heuristic', 'otsu', 'adv', gen, replay=0.25, history=50).past
+    t = trainer(clf, 'adv', gen=gen, replay=0.25, history=50).past
     ids = lambda: np.round(t.pool.numpy()[:, 0, 0, 0]).astype(int)
     for k in range(0, 1000, 4):   # 4 backgrounds a step, background k filled with the number k
         t.remember(tf.constant(np.arange(k, k + 4, dtype=np.float32)[:, None, None, None] * np.ones((1, 32, 32, 1), np.float32)))
@@ -489,8 +504,7 @@ def test_replay_step(mnist_small):
     X, Y = mnist_small
     X, Y = tf.constant(X[:16]), tf.constant(Y[:16])
     clf, gen = mymodels.classifier((32, 32, 1), 10), mymodels.gen((32, 32, 1), 2)
-    t = mytrainers.BackgroundTrainer(clf, 'heuristic', 'otsu', 'adv', gen, 2, seed=0, clean_share=0.25, replay=0.5,
-                                     history=8)
+    t = trainer(clf, 'adv', gen=gen, seed=0, clean_share=0.25, replay=0.5, history=8)
     t.compile(optimizer=keras.optimizers.SGD(1.0), gen_optimizer=keras.optimizers.SGD(1.0))
     P = np.random.default_rng(5).random((32, 32, 1)).astype(np.float32)
     t.past.pool.assign(np.repeat(P[None], 8, 0))
@@ -502,13 +516,13 @@ def test_replay_step(mnist_small):
     start = {m.name: [w.numpy().copy() for w in m.trainable_variables] for m in (clf, gen)}
     M, _ = t.masks(X)
     with tf.GradientTape(persistent=True) as tape:
-        B = t.adversarial_backgrounds(training=True, z=z)
+        B = t.painter.tiles(z)
         Z = tf.where(own[:, None, None, None], X,
                      tf.where(replayed[:, None, None, None], t.composite(X, M, P[None]), t.composite(X, M, B)))
         ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(Y, clf(Z, training=True))
         adv = -ce + tf.nn.relu(tf.reduce_mean(tf.boolean_mask(B, fresh)) - 0.5)
     expected = {clf.name: tape.gradient(ce, clf.trainable_variables), gen.name: tape.gradient(adv, gen.trainable_variables)}
-    t.train_step((X, z, u, Y))
+    t.train_step({'image': X, 'noise': z, 'share': u, 'label': Y})
     for m in (clf, gen):
         for w0, w, g in zip(start[m.name], m.trainable_variables, expected[m.name]):
             np.testing.assert_allclose(w0 - w.numpy(), g.numpy(), rtol=1e-3, atol=1e-6)
@@ -522,8 +536,7 @@ def test_back_flip_mirrors_the_painted_backgrounds_only(mnist_small):
     X, Y = mnist_small
     X, Y = tf.constant(X[:16]), tf.constant(Y[:16])
     clf, gen = mymodels.classifier((32, 32, 1), 10), mymodels.gen((32, 32, 1), 2)
-    t = mytrainers.BackgroundTrainer(clf, 'heuristic', 'otsu', 'adv', gen, 2, seed=0, clean_share=0.25,
-                                     back_flip=0.5)
+    t = trainer(clf, 'adv', gen=gen, seed=0, clean_share=0.25, back_flip=0.5)
     t.compile(optimizer=keras.optimizers.SGD(1.0), gen_optimizer=keras.optimizers.SGD(1.0))
     u = tf.constant(np.linspace(0.01, 0.99, 16), tf.float32)                 # the first 4 keep their own
     flip = tf.constant(np.random.default_rng(3).random(16), tf.float32)
@@ -533,33 +546,34 @@ def test_back_flip_mirrors_the_painted_backgrounds_only(mnist_small):
     start = {m.name: [w.numpy().copy() for w in m.trainable_variables] for m in (clf, gen)}
     M, _ = t.masks(X)
     with tf.GradientTape(persistent=True) as tape:
-        B = t.adversarial_backgrounds(training=True, z=z)
+        B = t.painter.tiles(z)
         shown = tf.where(mirrored[:, None, None, None], B[:, :, ::-1], B)
         Z = tf.where((u < 0.25)[:, None, None, None], X, t.composite(X, M, shown))
         ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(Y, clf(Z, training=True))
         adv = -ce + tf.nn.relu(tf.reduce_mean(B[4:]) - 0.5)
     expected = {clf.name: tape.gradient(ce, clf.trainable_variables), gen.name: tape.gradient(adv, gen.trainable_variables)}
     assert not np.allclose(B.numpy()[mirrored], B.numpy()[mirrored][:, :, ::-1])   # a mirror that shows
-    t.train_step((X, z, u, flip, Y))
+    t.train_step({'image': X, 'noise': z, 'share': u, 'mirror': flip, 'label': Y})
     for m in (clf, gen):
         for w0, w, g in zip(start[m.name], m.trainable_variables, expected[m.name]):
             np.testing.assert_allclose(w0 - w.numpy(), g.numpy(), rtol=1e-3, atol=1e-6)
-    ds = t.with_noise(tf.data.Dataset.from_tensors((X, Y)), seed=0)
-    assert len(next(iter(ds))) == 5                                          # X, z, u, flip, Y
-    with pytest.raises(ValueError, match='adversarial'):
-        mytrainers.BackgroundTrainer(clf, 'heuristic', 'otsu', 'black', back_flip=0.5)
+    ds = t.batches(tf.data.Dataset.from_tensors((X, Y)), 16, seed=0)
+    assert sorted(next(iter(ds))) == ['image', 'label', 'mirror', 'noise', 'share']
+    with pytest.raises(mycli.UserError, match='--back-flip .* needs back=adv'):
+        phase3('black', back_flip=0.5).check()
 
 
 def test_replay_waits_for_a_first_background(mnist_small):
     """At the very first step the pool is empty: every image that gets a background gets a fresh one."""
     X, Y = mnist_small
-    t = mytrainers.BackgroundTrainer(mymodels.classifier((32, 32, 1), 10), 'heuristic', 'otsu', 'adv',
-                                     mymodels.gen((32, 32, 1), 2), replay=0.9, history=16)
+    t = trainer(mymodels.classifier((32, 32, 1), 10), 'adv', gen=mymodels.gen((32, 32, 1), 2), replay=0.9, history=16)
     t.compile(optimizer=keras.optimizers.SGD(0.0), gen_optimizer=keras.optimizers.SGD(0.0))
     z = tf.random.normal([16, 4, mymodels.noise_size(t.gen)])
-    t.train_step((tf.constant(X[:16]), z, tf.constant(np.full(16, 0.5, np.float32)), tf.constant(Y[:16])))
+    batch = {'image': tf.constant(X[:16]), 'noise': z, 'share': tf.constant(np.full(16, 0.5, np.float32)),
+             'label': tf.constant(Y[:16])}
+    t.train_step(batch)
     assert int(t.past.seen.numpy()) == 16
-    t.train_step((tf.constant(X[:16]), z, tf.constant(np.full(16, 0.5, np.float32)), tf.constant(Y[:16])))
+    t.train_step(batch)
     assert int(t.past.seen.numpy()) == 16   # now every one of them is replayed
 
 
@@ -569,29 +583,31 @@ def test_fresh_generators(mnist_small):
     are zeroed while its step count goes on; a run of 7 steps every 3 ends in round 2, one step
     away from round 2's fresh weights."""
     X, Y = mnist_small
-    def trainer():
+    def fresh():
         keras.utils.set_random_seed(0)
-        t = mytrainers.BackgroundTrainer(mymodels.classifier((32, 32, 1), 10), 'heuristic', 'otsu', 'adv',
-                                         mymodels.gen((32, 32, 1), 2), 2, seed=5, generator_every=3)
+        # 3 generators over 7 steps: a fresh one every ceil(7 / 3) = 3 steps
+        t = trainer(mymodels.classifier((32, 32, 1), 10), 'adv', gen=mymodels.gen((32, 32, 1), 2), seed=5,
+                    generators=3, total_steps=7)
         t.compile(optimizer=keras.optimizers.Adam(1e-3), gen_optimizer=keras.optimizers.Adam(1e-4))
         t.build_all(tf.constant(X[:1]))
         t.gen_optimizer.build(t.gen.trainable_variables)
         return t
-    t = trainer()
+    t = fresh()
+    assert t.generator_every == 3
     weights = lambda: [w.numpy().copy() for w in t.gen.weights]
-    ds = t.with_noise(mydatagen.batches(X[:112], Y[:112], 16, seed=0, augment_data=False), seed=0)
+    ds = t.batches(mydatagen.batches(X[:112], Y[:112], 16, seed=0, augment_data=False), 16, seed=0)
     t.fit(ds, steps_per_epoch=7, epochs=1, verbose=0, callbacks=[mytrainers.FreshGenerators(t)])
     assert int(t.generator_round.numpy()) == 2 and int(t.gen_optimizer.iterations.numpy()) == 7
     trained = weights()
     moments = [v for v in t.gen_optimizer.variables if len(v.shape)]
     assert moments and any(np.abs(v.numpy()).max() > 0 for v in moments)
-    t.fresh_generator(2)
+    t.painter.restart(2)
     fresh2 = weights()
     assert all(not np.abs(v.numpy()).any() for v in moments) and int(t.gen_optimizer.iterations.numpy()) == 7
     assert max(np.abs(a - b).max() for a, b in zip(trained, fresh2)) < 1e-3   # one Adam step at 1e-4
-    t.fresh_generator(2)
+    t.painter.restart(2)
     assert all(np.array_equal(a, b) for a, b in zip(weights(), fresh2))
-    t.fresh_generator(3)
+    t.painter.restart(3)
     assert not any(np.array_equal(a, b) for a, b in zip(weights(), fresh2) if a.any())
 
 
@@ -604,11 +620,11 @@ def test_trainers_in_bfloat16(mnist_small):
     clf, unet, gen = P(mymodels.classifier((32, 32, 1), 10)), P(mymodels.unet((32, 32, 1))), P(mymodels.gen((32, 32, 1), 2))
     snapshot = lambda m: [w.numpy().copy() for w in m.weights]
     changed = lambda m, before: any(not np.array_equal(a, w.numpy()) for a, w in zip(before, m.weights))
-    t3 = mytrainers.BackgroundTrainer(clf, unet, 'otsu', 'adv', gen, 2, seed=0, clean_share=0.5, replay=0.25, average=4)
+    t3 = trainer(clf, 'adv', 'otsu', gen, [unet], seed=0, clean_share=0.5, replay=0.25, average=4)
     t3.compile(optimizer=keras.optimizers.Adam(1e-3), gen_optimizer=mymodels.adam(1e-4))
     t3.build_all(X[:1])
     before = {m.name: snapshot(m) for m in (clf, unet, gen)}
-    h = t3.fit(t3.with_noise(mydatagen.batches(X, Y, 16, seed=0)), steps_per_epoch=3, epochs=1, verbose=0)
+    h = t3.fit(t3.batches(mydatagen.batches(X, Y, 16, seed=0), 16), steps_per_epoch=3, epochs=1, verbose=0)
     assert np.isfinite(h.history['ce'][0]) and h.history['adv_loss'][0] < 0
     assert changed(clf, before[clf.name]) and changed(gen, before[gen.name]) and not changed(unet, before[unet.name])
     assert all(w.dtype == 'float32' for m in (clf, gen) for w in m.weights)

@@ -28,6 +28,7 @@ def main():
     data = md.dataset(args.dataset, args.subset, size=args.size)
     mycli.start_tensorflow()
     from tqdm import tqdm
+    import mydatagen
     import myrun
     from myfiles import save_png
     myrun.setup()
@@ -35,7 +36,7 @@ def main():
     os.makedirs(output, exist_ok=True)
     X = data.train[0]
     for start in tqdm(range(0, len(X), args.batchsize), desc='masks', unit='batch', disable=None):
-        M = unet.predict(md.to_float(X[start:start + args.batchsize]), verbose=0) >= 0.5
+        M = unet.predict(mydatagen.to_float(X[start:start + args.batchsize]), verbose=0) >= 0.5
         for i, m in enumerate(M, start):
             save_png(os.path.join(output, f'seg-{i}.png'), m.astype('float32'))
     print(f'wrote {len(X)} masks to {output}', file=sys.stderr)

@@ -192,17 +192,9 @@ class BackgroundTrainer(keras.Model):
     """Phase 3: the classifier learns on Z = X*M + B*(1-M) while, with back=adv, the generator
     paints the backgrounds B that maximise the classifier's loss. The mask M is computed on the
     very (augmented) image that is trained on: from a U-Net (or several, `unets`), the heuristic
-    X > 0, or the data set's own masks. `settings`: a mysettings.Phase3. The backgrounds come from
-    one of the painters below, chosen once.
-
-    This project's additions, all off by default (docs/recipe.md): clean_share, the share of images
-    trained on with their own background; average=N, an exponential moving average of the
-    classifier's weights over about the last N steps (momentum 1 - 1/N), evaluated after each epoch
-    and saved at the end; replay (history=N), the share of images whose background the generator
-    painted earlier, from a uniform sample of N of all it has painted (PastBackgrounds): the
-    classifier answers the generator's whole past, as in fictitious play; generators=K, a fresh
-    generator every K-th of the run (FreshGenerators); back_flip=P, each painted background
-    mirrored left to right with probability P, the object never."""
+    X > 0, or the data set's own masks. `settings`: a mysettings.Phase3, whose fields say what this
+    project's additions do (clean_share, average, replay, generators, back_flip; all off by
+    default). The backgrounds come from one of the painters below, chosen once."""
 
     def __init__(self, classifier, settings, gen=None, unets=(), total_steps=1, **kw):
         super().__init__(**kw)
@@ -211,8 +203,7 @@ class BackgroundTrainer(keras.Model):
         self.clean_share, self.replay, self.back_flip, self.average = s.clean_share, s.replay, s.back_flip, s.average
         self.binarize_mode, self.area = s.binarize_mask, s.area
         self.generator_every = 0 if s.generators == 1 else -(-total_steps // s.generators)
-        if self.generator_every:   # fresh generators started so far (checkpoints keep it: a resumed run
-            # does not start the current one again)
+        if self.generator_every:   # fresh generators so far (checkpointed: a resumed run does not restart one)
             self.generator_round = self.add_weight(shape=(), initializer='zeros', dtype='int64', trainable=False,
                                                    aggregation='only_first_replica', name='generator_round')
         if self.replay:   # (fit() sets self.history: the pool has another name)

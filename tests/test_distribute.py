@@ -144,11 +144,11 @@ def test_multiworker_phase3(smoke_chain, tmp_path):
 
 @pytest.mark.slow
 def test_reproduce_multiworker(smoke_chain, tmp_path):
-    """reproduce.py with two workers: the smoke chain copied without its phase 1, which both
-    workers then train together (train1.py under MultiWorkerMirroredStrategy: the later phases
-    are recorded as done and skipped); the chief alone writes the model and the tables, and
-    evaluates again only the new phase-1 model."""
-    out = reuse_chain(smoke_chain['dir'], tmp_path / 'run', 'runs/mnist-smoke', drop=['phase1'])
+    """reproduce.py with two workers: the smoke chain copied without its U-Net row, which both
+    workers then train together (train3.py under MultiWorkerMirroredStrategy: the other phases
+    are recorded as done and skipped; nothing reads the U-Net row's model); the chief alone writes
+    the model and the tables, and evaluates again only the new model."""
+    out = reuse_chain(smoke_chain['dir'], tmp_path / 'run', 'runs/mnist-smoke', drop=['phase3-unet'])
     for f in out.glob('table*'):
         f.unlink()
     old = json.loads((out / 'evaluation.json').read_text())
@@ -156,11 +156,11 @@ def test_reproduce_multiworker(smoke_chain, tmp_path):
                                 '--output', out)
     assert rcs == [0, 0], failure(o0, o1)
     assert 'wrote' in o0[0] and 'the chief writes' in o1[0]
-    assert [l.split(':')[0] for l in o0[0].splitlines() if '.py-' in l] == ['phase 1']   # only it trained
+    assert [l.split(':')[0] for l in o0[0].splitlines() if '.py-' in l] == ['phase 3 (U-Net mask)']   # only it trained
     assert [l for l in o1[0].splitlines() if '.py-' in l] == [l for l in o0[0].splitlines() if '.py-' in l]  # agreed
     table = (out / 'table.md').read_text()
     assert table.count('| Proposal (') == 4 and table.count('| Traditional |') == 2   # both tables
-    assert all((out / f).exists() for f in ['phase1.keras', 'phase1-log.csv', 'phase2.keras', 'phase3-heuristic.keras',
+    assert all((out / f).exists() for f in ['phase1.keras', 'phase3-unet-log.csv', 'phase2.keras', 'phase3-heuristic.keras',
                                              'phase3-unet.keras', 'attention.keras', 'figure.png', 'table.csv'])
     new = json.loads((out / 'evaluation.json').read_text())
-    assert [row for row in new if new[row] != old[row]] == ['Traditional']
+    assert [row for row in new if new[row] != old[row]] == ['Proposal (U-Net mask)']

@@ -50,7 +50,8 @@ def test_reproduce_again_skips_every_phase(smoke_chain):
     assert {f: (out / f).stat().st_mtime_ns for f in before} == before   # nor evaluated again
     assert not any('.py-' in l for l in r.stdout.splitlines())   # no phase ran
     assert (out / 'table.csv').read_text() == table
-    assert json.loads((out / 'done.json').read_text())['runs/mnist-smoke/phase1.keras'].startswith('train1.py')
+    record = json.loads((out / 'done.json').read_text())['runs/mnist-smoke/phase1.keras']   # phase 1's settings
+    assert record['dataset'] == 'mnist_backgrounds' and record['subset'] == 512 and record['seed'] == 0
 
 
 def test_reproduce_one_phase_at_a_time_gives_the_same_models(smoke_chain, sequential_chain):

@@ -182,6 +182,7 @@ def test_cli_montage(real_data, tmp_path):
     assert img.shape == (8 * 34 - 2, 4 * 34 - 2)   # 8 rows (train + 7 tests) of 4 images
 
 
+@pytest.mark.slow   # runs the scripts as subprocesses (TensorFlow starts in each)
 def test_cli_unknown_and_offline(tmp_path):
     env = dict(os.environ, BIAL_DATA_PATH=str(tmp_path), BIAL_CACHE=str(tmp_path / 'c'),
                BIAL_MIRROR='http://127.0.0.1:9')   # port 9: nothing listens there

@@ -128,6 +128,7 @@ def test_bad_masks(tmp_path):
         mydatasets.dataset(root, masks=True, size=16)
 
 
+@pytest.mark.slow   # runs the scripts as subprocesses (TensorFlow starts in each)
 def test_scripts_refuse_bad_folders_in_one_line(tmp_path):
     root = make_folder(str(tmp_path / 'd'))
     picture(os.path.join(root, 'train', 'cat', 'big.png'), (30, 30))

@@ -637,6 +637,7 @@ def test_trainers_in_bfloat16(mnist_small):
     assert changed(unet, before[unet.name]) and not changed(clf, before[clf.name])
 
 
+@pytest.mark.slow   # runs the scripts as subprocesses (TensorFlow starts in each)
 def test_gen_span_stops_the_generator(real_data, tmp_path):
     """--gen-span 0.25 over 2 epochs of 4 steps: the generator's rate decays to 0 within the first
     epoch, so between the checkpoints of epochs 1 and 2 (a kill after the second is renamed keeps

@@ -9,6 +9,7 @@ recipe's --replay 0.25); a step of the attention-guided CNN baseline (train_att.
 (prediction); at batch sizes 8 (the paper's) and 128 (phase 1 also 512); and a pure-compute reference: the same
 phase-1 step fed from one batch already in memory, no augmentation. Also this machine's fp32
 matmul peak, each phase's training FLOPs per image and the share of the peak reached.
+Then each phase of reproduce.py's fast recipe at the recipe's own settings (rows "fast: ...").
 Every training step runs through the scripts' own code (fit() on the trainers of mytrainers).
 """
 import json
@@ -137,6 +138,44 @@ def main():
         one = tf.data.Dataset.from_tensors((tf.constant(X[:bs]), tf.constant(Y[:bs]))).repeat()
         record('phase 1, pure compute (reference)', bs, timed_fit(classifier(), one, bs), flops['phase1'])
         record('phase 1', bs, timed_fit(classifier(), mydatagen.batches(X, Y, bs, seed=0), bs), flops['phase1'])
+
+    # each phase of reproduce.py's fast recipe at the recipe's own settings (batch size, rates and
+    # their schedule, masks, shares), as reproduce.py runs it; the attention baseline with phase 1's
+    import reproduce
+    fast = reproduce.RECIPES['fast']
+    steps_of = lambda r: r.get('epochs', 1) * (min(len(X), r.get('subset') or len(X)) // r['batchsize'])
+    r1, r2, r3 = fast['phase1'], fast['phase2'], fast['phase3']
+    bs = r1['batchsize']
+    clf = mymodels.compile_classifier(P(mymodels.classifier(shape, K)),
+                                      mymodels.adam(1e-3, r1['lr_schedule'], steps_of(r1)), spe)
+    record('fast: phase 1', bs, timed_fit(clf, mydatagen.batches(X, Y, bs, seed=0, flip=r1['flip']), bs),
+           flops['phase1'])
+    t2 = mytrainers.MaskTrainer(clf, P(mymodels.unet(shape)), area=r2['area'])
+    t2.compile(optimizer=mymodels.adam(r2['lr']), steps_per_execution=spe)
+    record('fast: phase 2', r2['batchsize'], timed_fit(t2, mydatagen.batches(X, Y, r2['batchsize'], seed=0,
+                                                                              flip=r2['flip']), r2['batchsize']),
+           flops['phase2'])
+    for masks in ('heuristic', 'unet'):
+        settings = mysettings.Phase3(dataset=args.dataset, model='', unet_model='heuristic' if masks == 'heuristic'
+                                     else 'unet.keras', binarize_mask=reproduce.MASK_MODE, back='adv', seed=0, **r3)
+        gen = P(mymodels.gen(shape, settings.tiles))
+        unets = [P(mymodels.unet(shape))] if masks == 'unet' else []
+        t3 = mytrainers.BackgroundTrainer(P(mymodels.classifier(shape, K)), settings, gen, unets, steps_of(r3))
+        t3.compile(optimizer=mymodels.adam(settings.lr or 1e-3, settings.lr_schedule, steps_of(r3)),
+                   steps_per_execution=spe,
+                   gen_optimizer=mymodels.adam(settings.gen_lr, settings.lr_schedule, steps_of(r3)))
+        bs = settings.batchsize
+        # as above; with the U-Net mask its forward pass on the images that get a new background
+        f = flops['phase3 adv'] - (settings.clean_share + settings.replay) * 3 * gen_f \
+            + (unet_f * (1 - settings.clean_share) if unets else 0)
+        record(f'fast: phase 3 ({masks} mask)', bs,
+               timed_fit(t3, t3.batches(mydatagen.batches(X, Y, bs, seed=0, flip=settings.flip), bs), bs), f)
+    att = P(mymodels.attention(classifier(), K, crop=shape[0] // 2))
+    mymodels.compile_classifier(att, mymodels.adam(1e-3, r1['lr_schedule'], steps_of(r1)), spe)
+    bs = r1['batchsize']
+    frozen = forward_flops(mymodels.attention_features(clf))
+    record('fast: attention-guided CNN', bs, timed_fit(att, mydatagen.batches(X, Y, bs, seed=0, flip=r1['flip']), bs),
+           3 * (forward_flops(att) - frozen) + frozen)
 
     ev = myrun.Evaluator([('clean', tss[0])], EVAL_BATCHSIZE)
     ev(clf)

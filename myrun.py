@@ -185,15 +185,19 @@ class EpochReport(keras.callbacks.Callback):
     """After each epoch: accuracy of `classifier` on the named sets (all by default), added to the
     epoch's logs, which fit's progress line and the CSV log show. `fixed`: numbers computed once
     (phase 2, whose classifier is frozen and whose accuracies cannot change). `weights`: a context
-    in which the classifier holds the weights to report (phase 3's averaged ones)."""
+    in which the classifier holds the weights to report (phase 3's averaged ones). every=False
+    (--report end): after the last epoch only; evaluating changes nothing in training, so the
+    model is the same to the bit, and the final line too."""
 
-    def __init__(self, evaluator, classifier, names=None, fixed=None, weights=contextlib.nullcontext):
+    def __init__(self, evaluator, classifier, names=None, fixed=None, weights=contextlib.nullcontext, every=True):
         super().__init__()
         self.evaluator, self.classifier, self.names, self.fixed = evaluator, classifier, names, fixed
-        self.weights = weights
+        self.weights, self.every = weights, every
         self.last = {}
 
     def on_epoch_end(self, epoch, logs=None):
+        if not self.every and epoch + 1 < self.params.get('epochs', epoch + 1):
+            return
         if self.fixed is not None:
             acc = self.fixed
         else:
@@ -239,16 +243,18 @@ class CSVLog(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        header = None
+        rows = []
         if os.path.exists(self.path) and os.path.getsize(self.path):
             with open(self.path, newline='') as f:
-                header = next(csv.reader(f), None)
+                rows = list(csv.reader(f))
+        header = rows[0] if rows else ['epoch']
+        new = sorted(k for k in logs if k not in header)
+        if new or not rows:   # a column that earlier epochs did not have (--report end): written anew
+            header = header + new
+            with atomic(self.path) as tmp, open(tmp, 'w', newline='') as f:
+                csv.writer(f).writerows([header] + [r + [''] * len(new) for r in rows[1:]])
         with open(self.path, 'a', newline='') as f:
-            w = csv.writer(f)
-            if not header:
-                header = ['epoch'] + sorted(logs)
-                w.writerow(header)
-            w.writerow([epoch + 1] + [float(logs[k]) if k in logs else '' for k in header[1:]])
+            csv.writer(f).writerow([epoch + 1] + [float(logs[k]) if k in logs else '' for k in header[1:]])
             f.flush()
             os.fsync(f.fileno())
 
@@ -390,7 +396,7 @@ def train_classifier(model, data, output, record, s, strategy):
     with strategy.scope():
         start = run.restore(model)
     evaluator = Evaluator(data.sets, s.eval_batchsize)
-    report = EpochReport(evaluator, model, names=[data.tests[-1][0]])   # validation: the last test set
+    report = EpochReport(evaluator, model, names=[data.tests[-1][0]], every=s.report == 'epoch')   # the last test set
     batches = mydatagen.distribute(strategy, s.batchsize, lambda part: mydatagen.batches(
         X, Y, s.batchsize, seed=s.seed, start_epoch=start, part=part, flip=s.flip))
     run.fit(model, batches, len(X) // s.batchsize, s.epochs, report)

@@ -7,7 +7,8 @@ defaults, built once from the command line, checked once, and recorded once.
 
 Each option's own range is checked by its argparse type (mycli); what depends on several options
 is checked here, in check(). The record holds every setting that changes what is trained; the
-run-control ones (where to write, evaluation batch size, test subset, strategy, resume, pictures)
+run-control ones (where to write, evaluation batch size and epochs, test subset, strategy, resume,
+pictures)
 are left out, and so are the epochs under a constant learning rate, so that a finished run can be
 continued for more epochs. A checkpoint is resumed only if every setting it recorded is the same.
 """
@@ -18,7 +19,8 @@ from typing import Optional
 import mycli
 
 # fields that do not change what is trained: not recorded, not compared on --resume
-RUN_CONTROL = {'output', 'eval_batchsize', 'test_subset', 'strategy', 'resume', 'imsave', 'debug', 'weights'}
+RUN_CONTROL = {'output', 'eval_batchsize', 'test_subset', 'strategy', 'resume', 'imsave', 'debug', 'weights',
+               'report'}
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -28,6 +30,7 @@ class Training:
     epochs: int = 100
     batchsize: int = 8
     eval_batchsize: int = 1024    # evaluation only: big batches, the same numbers, far less overhead
+    report: str = 'epoch'         # accuracies after every epoch (published), or 'end': after the last only
     seed: int = mycli.SEED
     resume: bool = False
     subset: Optional[int] = None

@@ -110,12 +110,15 @@ def is_done(record, phase):
     return record in (phase.settings.record(), ' '.join(map(str, [phase.script] + phase.args)))
 
 
-def run_phase(script, args, model, bar, strategy='default', procs=None):
+def run_phase(script, args, model, bar, strategy='default', procs=None, report='end'):
     """Run one phase script (resuming its own checkpoint if there is one), moving `bar` as it
     reports its finished steps. Returns its output; raises UserError with its last error line if
-    it fails. The process is kept in the set `procs` while it runs (so that it can be stopped)."""
+    it fails. The process is kept in the set `procs` while it runs (so that it can be stopped).
+    report: when the script evaluates its test sets (--report): 'end' for the table (the epochs
+    between are read by no one, and on the test sets should not be), 'epoch' for validation runs
+    (their per-epoch logs are what recipes are studied on)."""
     cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), script)] + \
-        [str(a) for a in args] + ['--output', model, '--resume', '--strategy', strategy]
+        [str(a) for a in args] + ['--output', model, '--resume', '--strategy', strategy, '--report', report]
     progress_r, progress_w = os.pipe()
     env = dict(os.environ, BIAL_PROGRESS_FD=str(progress_w))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -184,7 +187,8 @@ def train(data, out, recipe, seed, n_train, strategy, chief, label='', precision
                   position=slot) as bar:
             if bar.disable:   # no terminal, so no bar: say at least when each phase starts
                 tqdm.write(f'{desc}: started')
-            return run_phase(p.script, p.args, p.key, bar, strategy, procs)
+            return run_phase(p.script, p.args, p.key, bar, strategy, procs,
+                             report='epoch' if data.endswith('_validation') else 'end')
 
     def finished(p, stdout):
         if chief:

@@ -87,7 +87,7 @@ def main():
         start = run.restore(trainer)
 
     evaluator = myrun.Evaluator(data.sets, s.eval_batchsize)
-    report = myrun.EpochReport(evaluator, classifier, weights=trainer.averaged)
+    report = myrun.EpochReport(evaluator, classifier, weights=trainer.averaged, every=s.report == 'epoch')
     callbacks = [mytrainers.FreshGenerators(trainer)] if trainer.generator_every else []
     if s.imsave and run.chief:
         shown = [(n, mydatagen.to_float(X[:IMSAVE_IMAGES]), data.masks[n][:IMSAVE_IMAGES] if manual else None)

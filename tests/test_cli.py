@@ -217,10 +217,11 @@ class FakePhases:
     CSV line, or fails (the scheduler's timing is tested in test_schedule.py, with events)."""
 
     def __init__(self, fail=None):
-        self.fail, self.started = fail, []
+        self.fail, self.started, self.reports = fail, [], set()
 
-    def __call__(self, script_, args, model, bar, strategy='default', procs=None):
+    def __call__(self, script_, args, model, bar, strategy='default', procs=None, report='end'):
         self.started.append(os.path.basename(model))
+        self.reports.add(report)
         if os.path.basename(model) == self.fail:
             raise mycli.UserError(f'{script_} failed: out of memory')
         open(model, 'w').close()
@@ -241,6 +242,7 @@ def test_reproduce_records_each_phase_and_skips_it_then(monkeypatch, tmp_path, c
     monkeypatch.setattr(reproduce, 'run_phase', fake)
     reproduce.train('mnist_backgrounds', str(tmp_path), 'fast', 0, 60000, 'default', True, jobs=2)
     assert sorted(fake.started) == sorted(NAMES)
+    assert fake.reports == {'end'}   # the test sets are evaluated after the last epoch only
     done = json.loads((tmp_path / 'done.json').read_text())
     phases = reproduce.plan('mnist_backgrounds', str(tmp_path), 'fast', 0)
     assert all(done[p.key] == p.settings.record() for p in phases)
@@ -282,3 +284,13 @@ def test_reproduce_stops_when_a_phase_fails(monkeypatch, tmp_path):
     monkeypatch.setattr(reproduce, 'run_phase', again)
     reproduce.train('mnist_backgrounds', str(tmp_path), 'fast', 0, 60000, 'default', True, jobs=2)
     assert sorted(again.started) == sorted(set(NAMES) - {'phase1.keras'})
+
+
+def test_reproduce_validation_reports_every_epoch(monkeypatch, tmp_path):
+    """Validation runs keep the per-epoch accuracies (recipes are studied on them); test-set runs
+    (above) do not evaluate the epochs between."""
+    import reproduce
+    fake = FakePhases()
+    monkeypatch.setattr(reproduce, 'run_phase', fake)
+    reproduce.train('mnist_validation', str(tmp_path), 'fast', 0, 55000, 'default', True, jobs=1)
+    assert sorted(fake.started) == sorted(NAMES) and fake.reports == {'epoch'}

@@ -657,3 +657,26 @@ def test_gen_span_stops_the_generator(real_data, tmp_path):
     same = lambda model: all(np.array_equal(a, b) for a, b in zip(weights(1, model), weights(2, model)))
     assert len(weights(1, 'gen')) == 8 and same('gen')
     assert not same('classifier')
+
+
+@pytest.mark.slow   # runs train3.py twice as a subprocess
+def test_report_end_trains_the_same(real_data, tmp_path):
+    """--report end (what reproduce.py's test-set runs use) skips the evaluations between epochs
+    only: the same classifier to the bit and the same final line as --report epoch; its log has the
+    accuracies on the last epoch's row only."""
+    import csv
+    clf = tmp_path / 'c.keras'
+    mymodels.save(mymodels.classifier((32, 32, 1), 10), str(clf))
+    lines, weights = {}, {}
+    for report in ('epoch', 'end'):
+        out = tmp_path / f'{report}.keras'
+        r = script('train3.py', 'mnist', clf, 'heuristic', 'otsu', 'adv', '--epochs', 2, '--subset', 64,
+                   '--test-subset', 32, '--batchsize', 16, '--average', 4, '--clean-share', 0.5, '--report', report,
+                   '--output', out)
+        assert r.returncode == 0, r.stderr
+        lines[report] = r.stdout.strip().splitlines()[-1].split(',')[1:]
+        weights[report] = mymodels.load(str(out)).get_weights()
+    assert lines['epoch'] == lines['end']
+    assert all(np.array_equal(a, b) for a, b in zip(weights['epoch'], weights['end']))
+    rows = list(csv.DictReader(open(tmp_path / 'end-log.csv')))
+    assert [r['acc_test'] != '' for r in rows] == [False, True] and all(r['ce'] for r in rows)

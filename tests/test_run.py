@@ -1,0 +1,48 @@
+"""myrun's pieces of a training run, in-process (unit tier): the epoch report (--report) and the
+CSV log it feeds."""
+import csv
+
+import pytest
+
+
+class CountingEvaluator:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, model, names=None):
+        self.calls += 1
+        return {'clean': 0.5 + 0.1 * self.calls}
+
+
+@pytest.mark.parametrize('every, evaluated', [(True, [1, 2, 3]), (False, [3])])
+def test_report_end_evaluates_after_the_last_epoch_only(every, evaluated):
+    """--report end: the test sets are evaluated after the last epoch only; the final line's
+    numbers (report.last) are then those of the last epoch's one evaluation."""
+    import myrun
+    ev = CountingEvaluator()
+    report = myrun.EpochReport(ev, classifier=None, every=every)
+    report.set_params({'epochs': 3, 'steps': 1})
+    seen = []
+    for epoch in range(3):
+        logs = {'loss': 1.0}
+        report.on_epoch_end(epoch, logs)
+        if 'acc_clean' in logs:
+            seen.append(epoch + 1)
+    assert seen == evaluated and ev.calls == len(evaluated)
+    assert report.last == {'clean': 0.5 + 0.1 * len(evaluated)}
+
+
+def test_csv_log_takes_a_column_that_appears_late(tmp_path):
+    """A column that earlier epochs did not have (the accuracies of --report end) is added to the
+    header, the earlier rows left empty there, and the file stays one table."""
+    import myrun
+    path = tmp_path / 'log.csv'
+    log = myrun.CSVLog(str(path))
+    log.on_epoch_end(0, {'loss': 2.0})
+    log.on_epoch_end(1, {'loss': 1.5})
+    log.on_epoch_end(2, {'loss': 1.0, 'acc_clean': 0.9})
+    log.on_epoch_end(3, {'loss': 0.5, 'acc_clean': 0.95})
+    rows = list(csv.reader(open(path)))
+    assert rows == [['epoch', 'loss', 'acc_clean'], ['1', '2.0', ''], ['2', '1.5', ''], ['3', '1.0', '0.9'],
+                    ['4', '0.5', '0.95']]
+    assert [p.name for p in tmp_path.iterdir()] == ['log.csv']   # no temporary file left

@@ -258,9 +258,25 @@ def mute_native_stderr():
     sys.stderr = os.fdopen(real, 'w', buffering=1)
 
 
+_AT_END = []   # what run_main does when main() ends, however it ends (mylock's release)
+
+
+def at_end(fn):
+    """Call fn() when the script's main() ends, normally, with an error or on Ctrl-C."""
+    _AT_END.append(fn)
+
+
 def run_main(main):
     """Run a script's main(): bad input and missing resources end in one line on stderr and
     exit 1; Ctrl-C in a one-line note (how to continue, for a training run) and exit 130."""
+    try:
+        _run_main(main)
+    finally:
+        while _AT_END:
+            _AT_END.pop()()
+
+
+def _run_main(main):
     mute_native_stderr()
     # a line as soon as it is printed, also into a file or a pipe (nohup python reproduce.py > log):
     # otherwise a long run shows nothing there until it ends

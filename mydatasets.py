@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 import mybackgrounds
+import mybiased
 import mycli
 import myfolders
 from mydownload import DataError, Raw, Source, derived, fetch
@@ -412,34 +413,12 @@ def with_noises(X, Y):
     return [(B, Y) for B in mybackgrounds.apply_backgrounds(X, backs)]
 
 
-def mnist_backgrounds():
-    tr, ts = mnist()
-    return tr, with_backgrounds(*ts[0])
-
-
-def fashionmnist_backgrounds():
-    tr, ts = fashionmnist()
-    return tr, with_backgrounds(*ts[0])
-
-
-def mnist_nohalo():
-    tr, ts = mnist()
-    return tr, with_backgrounds(*ts[0], halo=0)
-
-
-def fashionmnist_nohalo():
-    tr, ts = fashionmnist()
-    return tr, with_backgrounds(*ts[0], halo=0)
-
-
-def mnist_noises():
-    tr, ts = mnist()
-    return tr, with_noises(*ts[0])
-
-
-def fashionmnist_noises():
-    tr, ts = fashionmnist()
-    return tr, with_noises(*ts[0])
+def _tests_made(base, make):
+    """A loader: base()'s training set, and its test set made into several by make(X, Y)."""
+    def load():
+        tr, ts = base()
+        return tr, make(*ts[0])
+    return load
 
 
 VALIDATION_SIZE = 5000   # the last images of the training set, held out
@@ -455,20 +434,13 @@ def validation(train):
     return (X[:-VALIDATION_SIZE], Y[:-VALIDATION_SIZE]), rimless + with_backgrounds(Xv, Yv, mybackgrounds.VALIDATION)[1:]
 
 
-def mnist_validation():
-    return validation(mnist()[0])
-
-
-def fashionmnist_validation():
-    return validation(fashionmnist()[0])
-
-
 # ----------------------------------------------------------------------------------------------
 # Registry: the names the scripts accept, with the names of their test sets
 
 _BG = ['clean'] + list(mybackgrounds.BACKGROUNDS)
 _NOISES = [f'salt_pepper_{r:.2f}' for r in mybackgrounds.NOISE_RATES]
 _VAL = ['clean'] + list(mybackgrounds.VALIDATION) + [f'{n}_rim' for n in mybackgrounds.VALIDATION]
+_MNISTS = {'mnist': mnist, 'fashionmnist': fashionmnist}
 DATASETS = {  # name: (loader, names of its test sets)
     'mnist': (mnist, ['test']), 'fashionmnist': (fashionmnist, ['test']),
     'cifar10': (cifar10, ['test']), 'stl10': (stl10, ['test']), 'svhn': (svhn, ['test']),
@@ -481,23 +453,23 @@ DATASETS = {  # name: (loader, names of its test sets)
     'gtsrb_synsigns': (gtsrb_synsigns, ['gtsrb', 'synsigns']),
     'svhn_synthdigits': (svhn_synthdigits, ['svhn', 'synthdigits']),
     'synthdigits_svhn': (synthdigits_svhn, ['synthdigits', 'svhn']),
-    'mnist_backgrounds': (mnist_backgrounds, _BG), 'fashionmnist_backgrounds': (fashionmnist_backgrounds, _BG),
-    'mnist_noises': (mnist_noises, _NOISES), 'fashionmnist_noises': (fashionmnist_noises, _NOISES),
+    **{f'{n}_backgrounds': (_tests_made(base, with_backgrounds), _BG) for n, base in _MNISTS.items()},
+    **{f'{n}_noises': (_tests_made(base, with_noises), _NOISES) for n, base in _MNISTS.items()},
     'prates_backgen': (prates_backgen, []),   # a generator of backgrounds, not a (train, tests) pair
     # added here: no dark rim around the object; the validation sets of every choice
-    'mnist_nohalo': (mnist_nohalo, _BG), 'fashionmnist_nohalo': (fashionmnist_nohalo, _BG),
-    'mnist_validation': (mnist_validation, _VAL), 'fashionmnist_validation': (fashionmnist_validation, _VAL),
+    **{f'{n}_nohalo': (_tests_made(base, lambda X, Y: with_backgrounds(X, Y, halo=0)), _BG) for n, base in _MNISTS.items()},
+    **{f'{n}_validation': (lambda base=base: validation(base()[0]), _VAL) for n, base in _MNISTS.items()},
 }
 NAMES = sorted(DATASETS)
-EPILOG = (f'Data sets: {", ".join(NAMES)}; or a folder of your own images: DIR/train/<class>/*.png, '
+EPILOG = (f'Data sets: {", ".join(NAMES)}, {mybiased.NAMES}; or a folder of your own images: DIR/train/<class>/*.png, '
           'DIR/test/<class>/... (and DIR/test-<name>/<class>/..., DIR/masks/<split>/<class>/*.png).')
 
 
 def check_name(name):
     """A data set's name, or a folder holding a data set of one's own (myfolders.py)."""
-    if name not in DATASETS and not myfolders.is_folder(name):
+    if name not in DATASETS and not mybiased.parse(name) and not myfolders.is_folder(name):
         hint = f'; {name} has no train/ folder' if os.path.isdir(name) else ''
-        raise DataError(f'unknown data set {name!r}{hint}; valid names: {", ".join(NAMES)}, or a folder '
+        raise DataError(f'unknown data set {name!r}{hint}; valid names: {", ".join(NAMES)}, {mybiased.NAMES}, or a folder '
                         'DIR with DIR/train/<class>/ and DIR/test/<class>/')
     return name
 
@@ -550,8 +522,14 @@ def dataset(name, n_train=None, n_test=None, size=None, masks=False):
                     {'train': cut(Mtr, n_train), **{s: cut(M, n_test) for s, (_, _, M) in tests}} if masks else None)
     if size is not None:
         raise DataError(f'--size resizes the images of a folder data set; {name} has its own size')
+    if mybiased.parse(name):   # Biased-MNIST (mybiased.py): it knows its masks, the digits' pixels
+        train, tests = mnist()
+        (X, Y, M), tests = mybiased.build(train, tests[0], *mybiased.parse(name))
+        data = Data(name, (cut(X, n_train), cut(Y, n_train)), [(n, (cut(a, n_test), cut(b, n_test))) for n, (a, b, _) in tests])
+        data.masks = {'train': cut(M, n_train), **{n: cut(m, n_test) for n, (_, _, m) in tests}} if masks else None
+        return data
     if masks:
-        raise DataError(f'{name} has no masks of its own (a folder data set with DIR/masks/ has)')
+        raise DataError(f'{name} has no masks of its own (Biased-MNIST has, and a folder data set with DIR/masks/)')
     (Xtr, Ytr), ts = load(name)
     return Data(name, (cut(Xtr, n_train), cut(Ytr, n_train)),
                 [(n, (cut(X, n_test), cut(Y, n_test))) for n, (X, Y) in zip(DATASETS[name][1], ts)])

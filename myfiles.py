@@ -97,6 +97,30 @@ def write_text(path, text):
         f.write(text)
 
 
+class Damaged(Exception):
+    """A record that is there but cannot be read (cut short, garbage, not what it should hold);
+    its message is one line that names the file."""
+
+
+def read_json(path, valid=lambda value: True):
+    """The JSON record in `path`, or None when there is no such file. Damaged (one line naming
+    the file) when it cannot be read or valid(value) is false: the caller says what happens next."""
+    import json
+    try:
+        with open(path, 'rb') as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return None
+    try:
+        value = json.loads(raw.decode())
+    except (UnicodeDecodeError, ValueError) as e:
+        what = 'empty' if not raw.strip() else f'cut short or damaged: {str(e)[:80]}'
+        raise Damaged(f'{path} cannot be read ({what})') from None
+    if not valid(value):
+        raise Damaged(f'{path} cannot be read (not the record it should be)')
+    return value
+
+
 def save_png(path, img):
     """Write a float image in [0, 1] (H, W) or (H, W, 1|3) as an 8-bit PNG."""
     import imageio.v3 as iio

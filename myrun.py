@@ -26,7 +26,7 @@ import mycli
 import mydatagen
 import mydatasets
 import mymodels
-from myfiles import atomic, fault, fault_armed, write_text
+from myfiles import PART, Damaged, atomic, fault, fault_armed, read_json, write_text
 from mymodels import ModelError, load, save
 
 # training steps per call into the TensorFlow graph: at batch size 8 a step is a few milliseconds,
@@ -261,8 +261,9 @@ class CSVLog(keras.callbacks.Callback):
 
 class Checkpointer(keras.callbacks.Callback):
     """At each epoch's end: the whole training state (every model's weights, the optimisers, the
-    random generator) and a copy of the CSV log, written atomically as DIR/epoch-NNNN/; older
-    checkpoints are removed after. A kill at any moment leaves the previous one in place."""
+    random generator) and a copy of the CSV log, written atomically as DIR/epoch-NNNN/; then all
+    but it and the one before it are removed. A kill at any moment leaves the previous one in
+    place, and a newest one damaged later (a disk error, a bad copy) leaves the one before."""
 
     def __init__(self, directory, log_path, config):
         super().__init__()
@@ -280,8 +281,9 @@ class Checkpointer(keras.callbacks.Callback):
             with open(os.path.join(tmp, 'meta.json'), 'w') as f:
                 json.dump({'epoch': epoch + 1, 'config': self.config}, f)
         fault('checkpoint-renamed', epoch + 1)
+        kept = {name, f'epoch-{epoch:04d}'}
         for d in os.listdir(self.directory):
-            if d != name:   # older checkpoints, and what an interrupted write left
+            if d not in kept:   # older checkpoints, and what an interrupted write left
                 shutil.rmtree(os.path.join(self.directory, d), ignore_errors=True)
 
 
@@ -315,17 +317,19 @@ class Run:
         self.directory = stem + '-checkpoint'
         self.start = 0
 
-    def latest(self):
+    def checkpoints(self):
+        """The checkpoints in the run's folder, newest first."""
         if not os.path.isdir(self.directory):
-            return None
-        done = sorted(d for d in os.listdir(self.directory) if d.startswith('epoch-'))
-        return os.path.join(self.directory, done[-1]) if done else None
+            return []
+        done = sorted((d for d in os.listdir(self.directory) if d.startswith('epoch-') and PART not in d), reverse=True)
+        return [os.path.join(self.directory, d) for d in done]
 
     def restore(self, model):
-        """With resume: load the latest checkpoint into `model` (built, optimisers built) and
+        """With resume: load the newest checkpoint that can be read into `model` (built,
+        optimisers built; a damaged newest one gives way to the one before it, with a note) and
         return the number of epochs it holds; else start over and return 0."""
-        latest = self.latest()
-        if not self.resume or latest is None:
+        found = self.checkpoints() if self.resume else []
+        if not found:
             if self.resume:
                 print('note: no checkpoint to resume from; starting from epoch 1', file=sys.stderr)
             if self.chief:
@@ -333,14 +337,20 @@ class Run:
                 if os.path.exists(self.log_path):
                     os.remove(self.log_path)
             return 0
-        state = os.path.join(latest, 'state.weights.h5')
-        try:
-            with open(os.path.join(latest, 'meta.json')) as f:
-                meta = json.load(f)
-            model.load_weights(state)
-        except Exception as e:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ModelError(f'checkpoint {state} cannot be read ({msg[:200]}); run without --resume to start over')
+        damaged = []
+        for latest in found:
+            try:
+                meta = read_checkpoint(latest, model)
+                break
+            except Damaged as e:
+                damaged.append(str(e))
+        else:
+            raise ModelError('; '.join(damaged) + '; no checkpoint left to resume from; run without --resume to start over')
+        for d in damaged:
+            print(f'note: {d}; resuming from the one before it, {latest}', file=sys.stderr)
+        if self.chief:   # the damaged ones go: their epochs are trained, and checkpointed, again
+            for newer in found[:len(damaged)]:
+                shutil.rmtree(newer, ignore_errors=True)
         different = {k: (v, self.config.get(k)) for k, v in meta['config'].items() if self.config.get(k) != v}
         if different:
             k, (old, new) = next(iter(different.items()))
@@ -384,6 +394,23 @@ class Run:
         fault('before-finish')
         shutil.rmtree(self.directory, ignore_errors=True)
         print(f'saved {" and ".join(models)}', file=sys.stderr)
+
+
+def read_checkpoint(folder, model):
+    """Load the checkpoint in `folder` into `model`; its meta.json ({'epoch', 'config'}).
+    Damaged (one line naming the file that cannot be read) when either file cannot be."""
+    valid = lambda m: isinstance(m, dict) and isinstance(m.get('epoch'), int) and m['epoch'] > 0 \
+        and isinstance(m.get('config'), dict)
+    meta = read_json(os.path.join(folder, 'meta.json'), valid)
+    if meta is None:
+        raise Damaged(f'{os.path.join(folder, "meta.json")} is missing')
+    state = os.path.join(folder, 'state.weights.h5')
+    try:
+        model.load_weights(state)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise Damaged(f'checkpoint file {state} cannot be read ({msg[:200]})') from None
+    return meta
 
 
 def train_classifier(model, data, output, record, s, strategy):

@@ -29,6 +29,7 @@ import time
 
 import mycli
 import mydatasets as md
+import mylock
 import myschedule
 import mysettings
 
@@ -169,11 +170,16 @@ def train(data, out, recipe, seed, n_train, strategy, chief, label='', precision
     end of a seed one phase runs alone and leaves the CPU partly idle). Returns the training wall
     time (all runs of this command into `out` together)."""
     from tqdm import tqdm
-    from myfiles import write_text
+    from myfiles import Damaged, read_json, write_text
     os.makedirs(out, exist_ok=True)
     state_path = os.path.join(out, 'done.json')
-    done = json.load(open(state_path)) if os.path.exists(state_path) else {}
+    try:
+        done = read_json(state_path, lambda d: isinstance(d, dict)) or {}
+    except Damaged as e:   # no phase is taken as done on a record that cannot be read
+        print(f'note: {e}; every phase of {out} is run again (those with a checkpoint resume from it)', file=sys.stderr)
+        done = {}
     wall, t0 = done.get('_wall', 0.0), time.time()
+    wall = wall if isinstance(wall, (int, float)) else 0.0
     phases = plan(data, out, recipe, seed, precision)
     finished_before = set()   # done with these settings, and so is every model it read (a plan's order)
     for p in phases:
@@ -236,16 +242,20 @@ def evaluate(folder, models, test, test_subset, eval_batchsize=1024, precision='
     evaluated (not when it was known)."""
     import myreport
     import myrun
-    from myfiles import write_text
+    from myfiles import Damaged, read_json, write_text
     cache_path = os.path.join(folder, 'evaluation.json')
-    cache = json.load(open(cache_path)) if os.path.exists(cache_path) else {}
+    try:
+        cache = read_json(cache_path, lambda c: isinstance(c, dict)) or {}
+    except Damaged as e:   # a table is never built from it: what it held is computed again
+        print(f'note: {e}; its rows are evaluated again', file=sys.stderr)
+        cache = {}
     data = test_data(test, test_subset)
     rows, noise = {}, {}
     for row, path in models.items():
         st = os.stat(path)
         key = f'{os.path.basename(path)} {st.st_size} {st.st_mtime_ns} {test} {test_subset} {EVALUATION}' + \
             ('' if precision == 'float32' else f' {precision}')
-        if cache.get(row, {}).get('key') != key:
+        if not cached(cache.get(row), key):
             table, noises, evaluator = evaluator_of(test, test_subset, eval_batchsize)   # only when a model needs it
             hits = evaluator.hits(myrun.load_model(path, 'classifier', data, precision))
             cache[row] = {'key': key, 'columns': myreport.columns([hits[n] for n, _ in table]),
@@ -255,6 +265,21 @@ def evaluate(folder, models, test, test_subset, eval_batchsize=1024, precision='
                 say(row)
         rows[row], noise[row] = cache[row]['columns'], cache[row]['noise']
     return rows, noise, [X[0] for _, (X, _) in data.tests[:7]]
+
+
+def cached(entry, key):
+    """Whether an entry of evaluation.json is a whole evaluation of the model `key` names: the
+    table's columns (clean, six backgrounds, mean, worst, and six, mean and worst without the rim)
+    and the 20 noise rates, all numbers (an entry cut or changed by hand is evaluated again)."""
+    import mybackgrounds
+    import myreport
+    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)
+    if not (isinstance(entry, dict) and entry.get('key') == key):
+        return False
+    cols, noise = entry.get('columns'), entry.get('noise')
+    return isinstance(cols, dict) and set(cols) == set(myreport.COLUMNS + myreport.NOHALO) \
+        and all(map(number, cols.values())) and isinstance(noise, list) \
+        and len(noise) == len(mybackgrounds.NOISE_RATES) and all(map(number, noise))
 
 
 def main():
@@ -291,6 +316,7 @@ def main():
     out = mycli.output_dir(args.output, os.path.join('runs', f'{args.dataset}-{args.recipe}'
                                                      + ('-validation' if args.validation else '')))
     os.makedirs(out, exist_ok=True)
+    mylock.hold(out + os.sep, args.strategy)   # one run per folder: a second one stops here, naming this one
     n_train = len(md.dataset(data).train[1])   # fails early (one line) if the data cannot be had
 
     seeds = list(range(args.seed, args.seed + args.seeds))

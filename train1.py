@@ -8,6 +8,7 @@ accuracy on the training set, then on each test set) and the model saved to --ou
 """
 import mycli
 import mydatasets as md
+import mylock
 from mysettings import Phase1 as Settings   # every default, and what a checkpoint records
 
 
@@ -24,6 +25,7 @@ def parser():
 
 def main():
     s = Settings.from_args(parser().parse_args())
+    mylock.hold(s.output, s.strategy)   # one run per output: a second one stops here
 
     mycli.start_tensorflow()
     import mymodels

@@ -11,6 +11,7 @@ classifier's accuracy on the training set, then on each test set) and the U-Net 
 """
 import mycli
 import mydatasets as md
+import mylock
 import myfolders
 from mysettings import Phase2 as Settings   # every default, and what a checkpoint records
 
@@ -34,6 +35,7 @@ def parser():
 
 def main():
     s = Settings.from_args(parser().parse_args())
+    mylock.hold(s.output, s.strategy)   # one run per output: a second one stops here
 
     mycli.start_tensorflow()
     import numpy as np

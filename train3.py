@@ -10,6 +10,7 @@ classifier saved to --output (with adv, the generator beside it as NAME-back.EXT
 """
 import mycli
 import mydatasets as md
+import mylock
 import myfolders
 from mysettings import Phase3 as Settings   # every default, and what a checkpoint records
 
@@ -60,6 +61,7 @@ def parser():
 
 def main():
     s = Settings.from_args(parser().parse_args())
+    mylock.hold(s.output, s.strategy)   # one run per output: a second one stops here
 
     mycli.start_tensorflow()
     import mydatagen

@@ -18,6 +18,7 @@ test set) and the model saved to --output (a global branch trained here: beside 
 """
 import mycli
 import mydatasets as md
+import mylock
 from mysettings import Attention as Settings, Training   # every default, and what a checkpoint records
 
 LR = 1e-3   # the local branch and fusion, as phase 1's classifier
@@ -41,6 +42,7 @@ def parser():
 
 def main():
     s = Settings.from_args(parser().parse_args())
+    mylock.hold(s.output, s.strategy)   # one run per output: a second one stops here
     global_output = s.companion('global')
 
     mycli.start_tensorflow()

@@ -105,13 +105,24 @@ def build_seed1_chain(base, env):
 
 def build_sequential_chain(base, env):
     """The smoke chain again with --jobs 1 (one phase after the other), to compare with the
-    default's two side by side."""
-    from helpers import run
+    default's two side by side; while it runs, the same command is started again on its folder
+    (it must stop at once, naming the first, and leave the first's table as a lone run's)."""
+    import time
+    from helpers import RUNNING, run
     d = pathlib.Path(tempfile.mkdtemp(prefix='sequential-', dir=base)) / 'run'
-    rc, out, err = run([sys.executable, os.path.join(ROOT, 'reproduce.py'), 'mnist', '--recipe', 'smoke', '--jobs', '1',
-                        '--output', str(d)], env=env)
-    assert rc == 0, err[-3000:]
-    return {'dir': d}
+    cmd = [sys.executable, os.path.join(ROOT, 'reproduce.py'), 'mnist', '--recipe', 'smoke', '--jobs', '1',
+           '--output', str(d)]
+    first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    RUNNING.add(first)
+    while not (d / 'run.lock').exists() and first.poll() is None:
+        time.sleep(0.05)
+    rc, _, err = run(cmd, env=env)   # the second run, on the same folder
+    second = {'rc': rc, 'stderr': err, 'first_running': first.poll() is None, 'first_pid': first.pid}
+    out, err = first.communicate()
+    RUNNING.discard(first)
+    assert first.returncode == 0, err[-3000:]
+    return {'dir': d, 'second': second}
 
 
 BUILDERS = {'smoke_chain': build_smoke_chain, 'seed1_chain': build_seed1_chain,

@@ -177,14 +177,28 @@ def test_output_folder_turns_read_only(tmp_path, phase1_model):
 
 
 def test_corrupt_checkpoint(tmp_path, phase1_model):
+    """The newest checkpoint damaged: the run resumes from the one before it (a note names the
+    damaged file) and ends as an uninterrupted run; both damaged: one error line naming the file,
+    and starting over works."""
     cmd = command('phase1', tmp_path, phase1_model)
     rc, _, _ = run(cmd, fault='checkpoint-renamed@2')
     assert rc == -signal.SIGKILL
+    saved = tmp_path.parent / 'saved-checkpoint'
+    shutil.copytree(tmp_path / 'm-checkpoint', saved)
     state = tmp_path / 'm-checkpoint' / 'epoch-0002' / 'state.weights.h5'
     state.write_bytes(state.read_bytes()[:500])
     rc, _, err = run(cmd + ['--resume'])
+    assert rc == 0, err[-3000:]
+    assert f'note: checkpoint file {state} cannot be read' in err and 'resuming after epoch 1' in err
+    check_finished(tmp_path)
+    shutil.copytree(saved, tmp_path / 'm-checkpoint')   # (the finished run removed its own)
+    for e in (1, 2):
+        meta = tmp_path / 'm-checkpoint' / f'epoch-{e:04d}' / 'meta.json'
+        meta.write_text(meta.read_text()[:10])
+    rc, _, err = run(cmd + ['--resume'])
     line = one_line_error(subprocess.CompletedProcess(cmd, rc, '', err))
-    assert str(state) in line and 'run without --resume to start over' in line
+    assert str(tmp_path / 'm-checkpoint' / 'epoch-0001' / 'meta.json') in line
+    assert 'run without --resume to start over' in line
     rc, _, err = run(cmd)    # starting over works
     assert rc == 0, err[-3000:]
     check_finished(tmp_path)

@@ -3,12 +3,13 @@ the tables, the figures, the noise sweep; skip when re-run; several seeds; the v
 protocol. benchmark.py --quick runs and writes its JSON. No speed is asserted here."""
 import json
 import os
+import subprocess
 
 import numpy as np
 import pytest
 
 import myreport
-from helpers import reuse_chain, script
+from helpers import one_line_error, reuse_chain, script
 
 pytestmark = pytest.mark.slow
 
@@ -63,6 +64,17 @@ def test_reproduce_one_phase_at_a_time_gives_the_same_models(smoke_chain, sequen
         a, b = (mymodels.load(str(d / f'{f}.keras')).get_weights() for d in (out, smoke_chain['dir']))
         assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b)), f
     assert (out / 'table.csv').read_text() == (smoke_chain['dir'] / 'table.csv').read_text()
+
+
+def test_reproduce_second_run_on_a_folder_stops_at_once(sequential_chain):
+    """A second reproduce.py on a folder that a run is writing stops before it writes anything,
+    with one line naming the running one (its process id), exit status 1; the first goes on to
+    the table of a lone run (test_reproduce_one_phase_at_a_time_gives_the_same_models)."""
+    second = sequential_chain['second']
+    line = one_line_error(subprocess.CompletedProcess([], second['rc'], '', second['stderr']))
+    assert second['rc'] == 1 and second['first_running']
+    assert 'in use by another run' in line and f'process {second["first_pid"]} ' in line
+    assert not (sequential_chain['dir'] / 'run.lock').exists()   # the first let go of it at its end
 
 
 def test_reproduce_two_seeds_mean_and_spread(smoke_chain, seed1_chain, tmp_path):

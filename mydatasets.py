@@ -421,6 +421,14 @@ def _tests_made(base, make):
     return load
 
 
+mnist_backgrounds = _tests_made(mnist, with_backgrounds)
+fashionmnist_backgrounds = _tests_made(fashionmnist, with_backgrounds)
+mnist_nohalo = _tests_made(mnist, lambda X, Y: with_backgrounds(X, Y, halo=0))
+fashionmnist_nohalo = _tests_made(fashionmnist, lambda X, Y: with_backgrounds(X, Y, halo=0))
+mnist_noises = _tests_made(mnist, with_noises)
+fashionmnist_noises = _tests_made(fashionmnist, with_noises)
+
+
 VALIDATION_SIZE = 5000   # the last images of the training set, held out
 
 
@@ -434,13 +442,20 @@ def validation(train):
     return (X[:-VALIDATION_SIZE], Y[:-VALIDATION_SIZE]), rimless + with_backgrounds(Xv, Yv, mybackgrounds.VALIDATION)[1:]
 
 
+def mnist_validation():
+    return validation(mnist()[0])
+
+
+def fashionmnist_validation():
+    return validation(fashionmnist()[0])
+
+
 # ----------------------------------------------------------------------------------------------
 # Registry: the names the scripts accept, with the names of their test sets
 
 _BG = ['clean'] + list(mybackgrounds.BACKGROUNDS)
 _NOISES = [f'salt_pepper_{r:.2f}' for r in mybackgrounds.NOISE_RATES]
 _VAL = ['clean'] + list(mybackgrounds.VALIDATION) + [f'{n}_rim' for n in mybackgrounds.VALIDATION]
-_MNISTS = {'mnist': mnist, 'fashionmnist': fashionmnist}
 DATASETS = {  # name: (loader, names of its test sets)
     'mnist': (mnist, ['test']), 'fashionmnist': (fashionmnist, ['test']),
     'cifar10': (cifar10, ['test']), 'stl10': (stl10, ['test']), 'svhn': (svhn, ['test']),
@@ -453,12 +468,12 @@ DATASETS = {  # name: (loader, names of its test sets)
     'gtsrb_synsigns': (gtsrb_synsigns, ['gtsrb', 'synsigns']),
     'svhn_synthdigits': (svhn_synthdigits, ['svhn', 'synthdigits']),
     'synthdigits_svhn': (synthdigits_svhn, ['synthdigits', 'svhn']),
-    **{f'{n}_backgrounds': (_tests_made(base, with_backgrounds), _BG) for n, base in _MNISTS.items()},
-    **{f'{n}_noises': (_tests_made(base, with_noises), _NOISES) for n, base in _MNISTS.items()},
+    'mnist_backgrounds': (mnist_backgrounds, _BG), 'fashionmnist_backgrounds': (fashionmnist_backgrounds, _BG),
+    'mnist_noises': (mnist_noises, _NOISES), 'fashionmnist_noises': (fashionmnist_noises, _NOISES),
     'prates_backgen': (prates_backgen, []),   # a generator of backgrounds, not a (train, tests) pair
     # added here: no dark rim around the object; the validation sets of every choice
-    **{f'{n}_nohalo': (_tests_made(base, lambda X, Y: with_backgrounds(X, Y, halo=0)), _BG) for n, base in _MNISTS.items()},
-    **{f'{n}_validation': (lambda base=base: validation(base()[0]), _VAL) for n, base in _MNISTS.items()},
+    'mnist_nohalo': (mnist_nohalo, _BG), 'fashionmnist_nohalo': (fashionmnist_nohalo, _BG),
+    'mnist_validation': (mnist_validation, _VAL), 'fashionmnist_validation': (fashionmnist_validation, _VAL),
 }
 NAMES = sorted(DATASETS)
 EPILOG = (f'Data sets: {", ".join(NAMES)}, {mybiased.NAMES}; or a folder of your own images: DIR/train/<class>/*.png, '

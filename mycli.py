@@ -155,6 +155,18 @@ def training_args(p, settings):
     p.set_defaults(**settings.defaults())
 
 
+def rho_list(text):
+    """--rho: Biased-MNIST's training correlations, comma-separated, each in (0, 1]."""
+    try:
+        rhos = [float(t) for t in text.split(',')]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a comma-separated list of numbers')
+    bad = [r for r in rhos if not 0 < r <= 1]
+    if bad:
+        raise argparse.ArgumentTypeError(f'rho must be in (0, 1], got {bad[0]:g}')
+    return rhos
+
+
 def precision_arg(p, default='float32', default_text=None):
     """--precision: float32, or Keras' mixed bfloat16 (weights and outputs stay float32)."""
     p.add_argument('--precision', type=precision, default=default, metavar='{float32,bfloat16}',

@@ -22,7 +22,8 @@ BACKGROUND_NAMES = ['Stripes', 'Board', 'Border', 'Circles', 'Clock', 'Random']
 COLUMNS = ['clean'] + [b.lower() for b in BACKGROUND_NAMES] + ['mean', 'worst']
 NOHALO = [f'nohalo_{b.lower()}' for b in BACKGROUND_NAMES] + ['nohalo_mean', 'nohalo_worst']
 SHORT = {'Traditional': 'Traditional', 'Proposal (heuristic mask)': 'Heuristic', 'Proposal (U-Net mask)': 'U-Net',
-         'Attention-guided CNN': 'AG-CNN'}
+         'Attention-guided CNN': 'AG-CNN', "Proposal (the construction's masks)": 'Masks',
+         'Vanilla (published)': 'Vanilla, publ.', 'ReBias (published)': 'ReBias, publ.', 'RUBi (published)': 'RUBi, publ.'}
 
 
 def columns(hits):
@@ -107,9 +108,10 @@ def write_noise(out, rates, noise):
                'salt-and-pepper rate', 'accuracy (%)')
 
 
-def _line_plot(path, x, series, xlabel, ylabel, size=(640, 400), margin=(60, 20, 30, 50)):
+def _line_plot(path, x, series, xlabel, ylabel, size=(640, 400), margin=(60, 20, 30, 50), ticks=None):
     """A small line plot with Pillow (which comes with scikit-image): one line per series (the
-    mean of its rows), a lighter band from their minimum to their maximum, y from 0 to 100."""
+    mean of its rows), a lighter band from their minimum to their maximum, y from 0 to 100.
+    ticks: the x axis's labels at the points x (default: six evenly spaced values)."""
     from PIL import Image, ImageDraw
     W, H = size
     left, top, right, bottom = margin
@@ -120,11 +122,12 @@ def _line_plot(path, x, series, xlabel, ylabel, size=(640, 400), margin=(60, 20,
     for t in range(0, 101, 20):
         d.line([(left, py(t)), (W - right, py(t))], fill=(225, 225, 225))
         d.text((left - 28, py(t) - 6), f'{t}', fill='black')
-    for t in np.linspace(min(x), max(x), 6):
-        d.text((px(t) - 10, H - bottom + 6), f'{t:.1f}', fill='black')
+    for t, label in (zip(x, ticks) if ticks else ((t, f'{t:.1f}') for t in np.linspace(min(x), max(x), 6))):
+        d.text((px(t) - 10, H - bottom + 6), label, fill='black')
     d.text(((W - right + left) // 2 - 50, H - 20), xlabel, fill='black')
     d.text((4, top - 14), ylabel, fill='black')
-    colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]
+    colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75),
+               (227, 119, 194), (127, 127, 127)]
     for k, (name, ys) in enumerate(series.items()):
         c = colours[k % len(colours)]
         if len(ys) > 1:
@@ -134,6 +137,48 @@ def _line_plot(path, x, series, xlabel, ylabel, size=(640, 400), margin=(60, 20,
         # the legend below the top band, where the robust rows' lines run near 100%
         d.text((W - right - 150, py(80) + 14 * k), SHORT.get(name, name), fill=c)
     save_png(path, np.asarray(img, np.float32) / 255)
+
+
+def write_biased(out, rhos, seeds, results, published, settings, walls, evaluation):
+    """Biased-MNIST: table.md (unbiased and biased test accuracy, rows x rho, mean ± std over the
+    seeds, the published rows beside), table.csv (every seed, mean and std rows, the published
+    rows) and figure.png (unbiased accuracy against rho, one line per row). results[row][rho, seed]
+    = {'unbiased': %, 'biased': %}; published[row] = {rho: %}. Returns the text of table.md."""
+    over = f'{len(seeds)} seeds ({", ".join(map(str, seeds))})' + (': mean ± standard deviation' if len(seeds) > 1 else '')
+    cols = [f'rho {r:g}' for r in rhos]
+    text = [f'# Biased-MNIST: background colours that predict the label ({over})', '']
+    for test, title in (('unbiased', 'Unbiased test set (every colour equally likely whatever the digit)'),
+                        ('biased', 'Biased test set (the training rho)')):
+        text += [f'## {title}', '', '| training | ' + ' | '.join(cols) + ' |', '|---' * (len(cols) + 1) + '|']
+        text += [f'| {row} | ' + ' | '.join(_cell([per[r, s][test] for s in seeds]) for r in rhos) + ' |'
+                 for row, per in results.items()]
+        if test == 'unbiased':
+            text += [f'| {row} | ' + ' | '.join(f'{v[r]:.1f}' if r in v else '-' for r in rhos) + ' |'
+                     for row, v in published.items()]
+        text.append('')
+    text += ["Accuracy (%). The published rows: Bahng et al., ICML 2020 (ReBias), Table 1, means of three runs; "
+             "none of those methods uses masks, while the Proposal with the construction's masks is told which "
+             'pixels are the digit (docs/biased_mnist.md).', '',
+             f'Recipe: ' + '; '.join(f'{k}: `{" ".join(map(str, v))}`' for k, v in settings.items()),
+             f'Wall time: {(sum(walls.values()) + evaluation) / 60:.1f} min on {platform.node()} ({cpu()}, '
+             f'{os.cpu_count()} cores): training {sum(walls.values()) / 60:.1f} min, evaluation {evaluation / 60:.1f} min.', '']
+    write_text(os.path.join(out, 'table.md'), '\n'.join(text))
+    rows = ['training,rho,seed,unbiased,biased']
+    for row, per in results.items():
+        for r in rhos:
+            rows += [f'{row},{r:g},{s},{per[r, s]["unbiased"]:.2f},{per[r, s]["biased"]:.2f}' for s in seeds]
+            if len(seeds) > 1:
+                stats = [spread([per[r, s][t] for s in seeds]) for t in ('unbiased', 'biased')]
+                rows += [f'{row},{r:g},mean,{stats[0][0]:.2f},{stats[1][0]:.2f}',
+                         f'{row},{r:g},std,{stats[0][1]:.2f},{stats[1][1]:.2f}']
+    rows += [f'{row},{r:g},,{v[r]:.2f},' for row, v in published.items() for r in rhos if r in v]
+    write_text(os.path.join(out, 'table.csv'), '\n'.join(rows) + '\n')
+    series = {row: np.array([[per[r, s]['unbiased'] for r in rhos] for s in seeds]) for row, per in results.items()}
+    series.update({row: np.array([[v[r] for r in rhos]]) for row, v in published.items() if all(r in v for r in rhos)})
+    if len(rhos) > 1:
+        _line_plot(os.path.join(out, 'figure.png'), list(range(len(rhos))), series, 'rho (training)',
+                   'unbiased accuracy (%)', ticks=[f'{r:g}' for r in rhos])
+    return '\n'.join(text)
 
 
 def figure(path, images, results, scale=4):

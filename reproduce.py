@@ -28,6 +28,7 @@ import threading
 import time
 
 import mycli
+import mybiased
 import mydatasets as md
 import mylock
 import myschedule
@@ -63,6 +64,13 @@ JOBS = 2             # phases trained side by side (--jobs)
 EVALUATION = 1       # version of the evaluation: a change of what is evaluated invalidates evaluation.json
 ROWS = {'Traditional': 'phase1', 'Proposal (heuristic mask)': 'phase3-heuristic', 'Proposal (U-Net mask)': 'phase3-unet',
         'Attention-guided CNN': 'attention'}
+# Biased-MNIST (docs/biased_mnist.md): its rows, and the published unbiased test accuracies (%) at
+# rho 0.999 / 0.997 / 0.995 / 0.990 (the ReBias paper, Bahng et al. 2020, Table 1, means of 3 runs; as
+# quoted in the project's issue #39, not yet checked against the paper: docs/biased_mnist.md)
+BIASED_ROWS = {'Vanilla': 'phase1', "Proposal (the construction's masks)": 'phase3-masks',
+               'Proposal (U-Net mask)': 'phase3-unet'}
+PUBLISHED = {'Vanilla (published)': [10.4, 33.4, 72.1, 89.1], 'ReBias (published)': [22.7, 64.2, 76.0, 88.1],
+             'RUBi (published)': [13.7, 43.0, 90.4, 93.6]}
 
 # a phase of the plan: its script, its settings (a mysettings object), its command-line arguments,
 # its model file (key) and the model files it reads (needs)
@@ -84,6 +92,11 @@ def plan(data, out, recipe, seed, precision='float32'):
         # the literature baseline, on phase 1's classifier, with phase 1's settings
         ('attention-guided CNN', 'train_att.py', mysettings.Attention, {}, 'phase1', model('attention'), [p1]),
     ]
+    if mybiased.parse(data):   # Biased-MNIST: the construction's masks instead of X > 0 (every pixel of a
+        phases[1] = ('phase 3 (the construction\'s masks)', 'train3.py', mysettings.Phase3,   # coloured image is > 0);
+                     dict(model=p1, unet_model='masks', binarize_mask=MASK_MODE, back='adv'), 'phase3',
+                     model('phase3-masks'), [p1])
+        phases = phases[:4]    # the published comparison has no attention baseline
     out = []
     for i, (name, script, kind, positional, phase, key, needs) in enumerate(phases):
         settings = kind(dataset=data, seed=seed, precision=precision, output=key, **positional,
@@ -242,19 +255,12 @@ def evaluate(folder, models, test, test_subset, eval_batchsize=1024, precision='
     evaluated (not when it was known)."""
     import myreport
     import myrun
-    from myfiles import Damaged, read_json, write_text
-    cache_path = os.path.join(folder, 'evaluation.json')
-    try:
-        cache = read_json(cache_path, lambda c: isinstance(c, dict)) or {}
-    except Damaged as e:   # a table is never built from it: what it held is computed again
-        print(f'note: {e}; its rows are evaluated again', file=sys.stderr)
-        cache = {}
+    from myfiles import write_text
+    cache_path, cache = read_cache(folder)
     data = test_data(test, test_subset)
     rows, noise = {}, {}
     for row, path in models.items():
-        st = os.stat(path)
-        key = f'{os.path.basename(path)} {st.st_size} {st.st_mtime_ns} {test} {test_subset} {EVALUATION}' + \
-            ('' if precision == 'float32' else f' {precision}')
+        key = model_key(path, test, test_subset) + ('' if precision == 'float32' else f' {precision}')
         if not cached(cache.get(row), key):
             table, noises, evaluator = evaluator_of(test, test_subset, eval_batchsize)   # only when a model needs it
             hits = evaluator.hits(myrun.load_model(path, 'classifier', data, precision))
@@ -265,6 +271,25 @@ def evaluate(folder, models, test, test_subset, eval_batchsize=1024, precision='
                 say(row)
         rows[row], noise[row] = cache[row]['columns'], cache[row]['noise']
     return rows, noise, [X[0] for _, (X, _) in data.tests[:7]]
+
+
+def read_cache(folder):
+    """(path, contents) of FOLDER/evaluation.json, the evaluations already made ({row: entry});
+    a damaged one is evaluated again, with a note (a table is never built from it)."""
+    from myfiles import Damaged, read_json
+    path = os.path.join(folder, 'evaluation.json')
+    try:
+        return path, read_json(path, lambda c: isinstance(c, dict)) or {}
+    except Damaged as e:
+        print(f'note: {e}; its rows are evaluated again', file=sys.stderr)
+        return path, {}
+
+
+def model_key(path, *what):
+    """What an evaluation of the model file `path` was of: its name, size and time, and `what`
+    (the test data, the precision...): a model trained again is evaluated again."""
+    st = os.stat(path)
+    return ' '.join(map(str, [os.path.basename(path), st.st_size, st.st_mtime_ns, *what, EVALUATION]))
 
 
 def cached(entry, key):
@@ -284,7 +309,11 @@ def cached(entry, key):
 
 def main():
     p = mycli.ArgumentParser(__doc__)
-    p.add_argument('dataset', choices=['mnist', 'fashionmnist'], help='MNIST or Fashion-MNIST (with the six backgrounds)')
+    p.add_argument('dataset', choices=['mnist', 'fashionmnist', 'biased_mnist'],
+                   help='MNIST or Fashion-MNIST (with the six backgrounds), or Biased-MNIST (at each --rho)')
+    p.add_argument('--rho', type=mycli.rho_list, default=mybiased.RHOS, metavar='R[,R...]',
+                   help='biased_mnist: the training correlations (default the published '
+                   f'{",".join(map(str, mybiased.RHOS))})')
     p.add_argument('--recipe', choices=list(RECIPES), default='fast', help='fast (default), paper, or smoke (a quick check)')
     p.add_argument('--output', help='folder for models, logs and the table (made if missing; default: '
                    'runs/DATASET-RECIPE, or runs/DATASET-RECIPE-validation)')
@@ -317,8 +346,11 @@ def main():
                                                      + ('-validation' if args.validation else '')))
     os.makedirs(out, exist_ok=True)
     mylock.hold(out + os.sep, args.strategy)   # one run per folder: a second one stops here, naming this one
-    n_train = len(md.dataset(data).train[1])   # fails early (one line) if the data cannot be had
+    if args.dataset != 'biased_mnist':
+        n_train = len(md.dataset(data).train[1])   # fails early (one line) if the data cannot be had
 
+    if args.dataset == 'biased_mnist':
+        return biased(args, out, chief)
     seeds = list(range(args.seed, args.seed + args.seeds))
     folders = {s: out if args.seeds == 1 else os.path.join(out, f'seed-{s}') for s in seeds}
     label = lambda s: '' if args.seeds == 1 else f'seed {s}: '
@@ -373,6 +405,58 @@ def main():
     myreport.figure(os.path.join(out, 'figure.png'), images, results)
     myreport.write_noise(out, mybackgrounds.NOISE_RATES, noise)
     print(f'wrote {out}/table.md, table.csv, figure.png, noise.csv, figure-noise.png')
+
+
+def biased(args, out, chief):
+    """reproduce.py biased_mnist: every row at each rho and seed (OUT/rho-R/seed-S/), then each
+    model's accuracy on the unbiased and the biased test sets (with --validation: the validation
+    sets), against the published rows: table.md, table.csv, figure.png."""
+    import myreport
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    data = {rho: f'biased_mnist_{rho:g}' + ('_validation' if args.validation else '') for rho in args.rho}
+    folder = lambda rho, s: os.path.join(out, f'rho-{rho:g}', f'seed-{s}')
+    walls = {}
+    for rho in args.rho:
+        n_train = len(md.dataset(data[rho]).train[1])
+        for s in seeds:
+            walls[rho, s] = train(data[rho], folder(rho, s), args.recipe, s, n_train, args.strategy, chief,
+                                  label=f'rho {rho:g}, seed {s}: ', precision=args.precision, jobs=args.jobs)
+    if not chief:
+        print(f'this worker took part in every phase; the chief writes the models and {out}/table.md')
+        return
+    mycli.start_tensorflow()
+    import myrun
+    myrun.setup()
+    t0, results = time.time(), {r: {} for r in BIASED_ROWS}
+    for rho in args.rho:
+        for s in seeds:
+            models = {r: os.path.join(folder(rho, s), f'{m}.keras') for r, m in BIASED_ROWS.items()}
+            for r, acc in evaluate_biased(folder(rho, s), models, data[rho], args.precision).items():
+                results[r][rho, s] = acc
+    published = PUBLISHED if not args.validation else {}
+    print(myreport.write_biased(out, args.rho, seeds, results, {r: dict(zip(mybiased.RHOS, v)) for r, v in published.items()},
+                                recipe_options(args.recipe, args.precision), walls, time.time() - t0))
+    print(f'wrote {out}/table.md, table.csv, figure.png')
+
+
+def evaluate_biased(folder, models, data, precision='float32'):
+    """{row: {test set: accuracy %}} of each model on the data set's test sets (unbiased, biased),
+    kept in FOLDER/evaluation.json as evaluate() keeps its rows."""
+    import myrun
+    from myfiles import write_text
+    cache_path, cache = read_cache(folder)
+    sets, out = md.dataset(data), {}
+    for row, path in models.items():
+        key = model_key(path, data, precision)
+        entry = cache.get(row)
+        if not (isinstance(entry, dict) and entry.get('key') == key and isinstance(entry.get('accuracy'), dict)
+                and set(entry['accuracy']) == {n for n, _ in sets.tests}
+                and all(isinstance(v, (int, float)) for v in entry['accuracy'].values())):
+            acc = myrun.Evaluator(sets.tests)(myrun.load_model(path, 'classifier', sets, precision))
+            cache[row] = entry = {'key': key, 'accuracy': {n: 100 * v for n, v in acc.items()}}
+            write_text(cache_path, json.dumps(cache, indent=1))
+        out[row] = entry['accuracy']
+    return out
 
 
 def report_validation(out, data, folders, test_subset, precision='float32'):

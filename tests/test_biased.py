@@ -1,6 +1,8 @@
 """Biased-MNIST (mybiased.py) built from the real MNIST: the pixels where the digit is and is
 not, each class's colour shares against rho, the unbiased test set, the masks, the validation
 split, the seeded draws; bad names. Unit tier."""
+import os
+
 import numpy as np
 import pytest
 
@@ -69,3 +71,27 @@ def test_bad_rho(name):
     with pytest.raises(md.DataError, match=r'Biased-MNIST is biased_mnist_RHO'):
         md.check_name(name)
     assert mybiased.parse('biased_mnist_1') == (1.0, False) and mybiased.parse('mnist') is None
+
+
+def test_reproduce_plan_and_table(tmp_path):
+    """reproduce.py biased_mnist: per rho and seed, phase 1, phase 3 with the construction's masks,
+    phase 2 and phase 3 with its U-Net (no attention baseline: the published comparison has none);
+    the table holds every row at every rho, the published rows beside the unbiased accuracies,
+    and the figure is drawn."""
+    import myreport
+    import reproduce
+    phases = reproduce.plan('biased_mnist_0.99', str(tmp_path), 'fast', 0)
+    assert [p.script for p in phases] == ['train1.py', 'train3.py', 'train2.py', 'train3.py']
+    assert phases[1].settings.unet_model == 'masks' and phases[1].settings.masks == 'manual'
+    assert phases[3].settings.masks == 'unet' and phases[3].needs == [phases[0].key, phases[2].key]
+    assert {os.path.basename(p.key)[:-6] for p in phases} == set(reproduce.BIASED_ROWS.values()) | {'phase2'}
+    rhos, seeds = [0.999, 0.99], [0, 1]
+    results = {r: {(rho, s): {'unbiased': 50 + 10 * k + s, 'biased': 99.0} for rho in rhos for s in seeds}
+               for k, r in enumerate(reproduce.BIASED_ROWS)}
+    published = {r: dict(zip(mybiased.RHOS, v)) for r, v in reproduce.PUBLISHED.items()}
+    text = myreport.write_biased(str(tmp_path), rhos, seeds, results, published, {'phase1': ['--epochs', 5]},
+                                 {(r, s): 60.0 for r in rhos for s in seeds}, 30.0)
+    assert '| Vanilla | 50.5 ± 0.7 | 50.5 ± 0.7 |' in text and '| ReBias (published) | 22.7 | 88.1 |' in text
+    csv = (tmp_path / 'table.csv').read_text().splitlines()
+    assert len(csv) == 1 + 3 * 2 * (2 + 2) + 3 * 2 and "Proposal (the construction's masks),0.99,std,0.71,0.00" in csv
+    assert (tmp_path / 'figure.png').stat().st_size > 1000

@@ -88,6 +88,7 @@ BAD = [  # (arguments, what the one line must say)
     (['reproduce.py', 'mnist', '--jobs', '0'], 'at least 1'),
     (['reproduce.py', 'mnist', '--seed', '-3'], 'at least 0'),
     (['reproduce.py', 'cifar10'], 'invalid choice'),
+    (['reproduce.py', 'biased_mnist', '--rho', '0.99,1.5'], 'rho must be in \\(0, 1\\], got 1.5'),
     (['mydatasets.py', 'mnist', '--n', '-2'], 'at least 1'),
     (['mybackgrounds.py', '--scale', '0'], 'at least 1'),
 ]

@@ -143,3 +143,23 @@ def test_benchmark_quick(real_data, tmp_path):
     # (an import of tensorflow before it once left it off and the figures 30-60% low)
     assert info['onednn'] is True
     assert 'images/s' in r.stdout and info['precision'] == 'float32'
+
+
+def test_reproduce_biased_mnist_smoke(tmp_path):
+    """reproduce.py biased_mnist end to end on the smoke recipe at one rho: each row trained (phase
+    3 with the construction's masks), evaluated on the unbiased and biased test sets, the table
+    with the published rows; the same command again trains and evaluates nothing."""
+    out = tmp_path / 'bm'
+    r = script('reproduce.py', 'biased_mnist', '--recipe', 'smoke', '--rho', 0.99, '--output', out, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    text = (out / 'table.md').read_text()
+    assert "| Proposal (the construction's masks) |" in text and '| RUBi (published) | 93.6 |' in text
+    rows = (out / 'table.csv').read_text().splitlines()
+    assert rows[0] == 'training,rho,seed,unbiased,biased' and len(rows) == 1 + 3 + 3
+    assert all(0 <= float(v) <= 100 for line in rows[1:4] for v in line.split(',')[3:5])
+    record = json.loads((out / 'rho-0.99' / 'seed-0' / 'done.json').read_text())
+    assert record[str(out / 'rho-0.99' / 'seed-0' / 'phase3-masks.keras')]['unet_model'] == 'masks'
+    kept = (out / 'rho-0.99' / 'seed-0' / 'evaluation.json').stat().st_mtime_ns
+    again = script('reproduce.py', 'biased_mnist', '--recipe', 'smoke', '--rho', 0.99, '--output', out, timeout=900)
+    assert again.returncode == 0 and not any('.py-' in l for l in again.stdout.splitlines())
+    assert (out / 'rho-0.99' / 'seed-0' / 'evaluation.json').stat().st_mtime_ns == kept

@@ -244,6 +244,8 @@ def test_in_precision(name, tmp_path):
     assert np.abs(y - yb).max() < 0.05 * max(1.0, np.abs(y).max())   # ... to about 2 digits
     np.testing.assert_array_equal(out(mymodels.in_precision(b, 'float32')), y)
     assert mymodels.in_precision(m, 'float32') is m
+    if name == 'vgg19':   # 80 MB to write and read again: its files are test_save_load_round_trip's
+        return
     mymodels.save(b, str(tmp_path / 'b.keras'))
     back = mymodels.load(str(tmp_path / 'b.keras'))
     assert set(policies(back).values()) == {'float32'}

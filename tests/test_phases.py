@@ -659,7 +659,7 @@ def test_gen_span_stops_the_generator(real_data, tmp_path):
     assert not same('classifier')
 
 
-@pytest.mark.slow   # runs train3.py twice as a subprocess
+@pytest.mark.slow   # two whole (small) runs of train3.py
 def test_report_end_trains_the_same(real_data, tmp_path):
     """--report end (what reproduce.py's test-set runs use) skips the evaluations between epochs
     only: the same classifier to the bit and the same final line as --report epoch; its log has the
@@ -670,9 +670,9 @@ def test_report_end_trains_the_same(real_data, tmp_path):
     lines, weights = {}, {}
     for report in ('epoch', 'end'):
         out = tmp_path / f'{report}.keras'
-        r = script('train3.py', 'mnist', clf, 'heuristic', 'otsu', 'adv', '--epochs', 2, '--subset', 64,
-                   '--test-subset', 32, '--batchsize', 16, '--average', 4, '--clean-share', 0.5, '--report', report,
-                   '--output', out)
+        r = inprocess('train3.py', 'mnist', clf, 'heuristic', 'otsu', 'adv', '--epochs', 2, '--subset', 64,
+                      '--test-subset', 32, '--batchsize', 16, '--average', 4, '--clean-share', 0.5, '--report', report,
+                      '--output', out)   # in this process: the same code, without two TensorFlow start-ups
         assert r.returncode == 0, r.stderr
         lines[report] = r.stdout.strip().splitlines()[-1].split(',')[1:]
         weights[report] = mymodels.load(str(out)).get_weights()

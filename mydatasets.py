@@ -539,7 +539,7 @@ def dataset(name, n_train=None, n_test=None, size=None, masks=False):
         raise DataError(f'--size resizes the images of a folder data set; {name} has its own size')
     if mybiased.parse(name):   # Biased-MNIST (mybiased.py): it knows its masks, the digits' pixels
         train, tests = mnist()
-        (X, Y, M), tests = mybiased.build(train, tests[0], *mybiased.parse(name))
+        (X, Y, M), tests = mybiased.build(train, tests[0], *mybiased.parse(name), VALIDATION_SIZE)
         data = Data(name, (cut(X, n_train), cut(Y, n_train)), [(n, (cut(a, n_test), cut(b, n_test))) for n, (a, b, _) in tests])
         data.masks = {'train': cut(M, n_train), **{n: cut(m, n_test) for n, (_, _, m) in tests}} if masks else None
         return data

@@ -26,7 +26,7 @@ import mycli
 import mydatagen
 import mydatasets
 import mymodels
-from myfiles import PART, Damaged, atomic, fault, fault_armed, read_json, write_text
+from myfiles import Damaged, atomic, fault, fault_armed, read_json, write_text
 from mymodels import ModelError, load, save
 
 # training steps per call into the TensorFlow graph: at batch size 8 a step is a few milliseconds,
@@ -321,7 +321,7 @@ class Run:
         """The checkpoints in the run's folder, newest first."""
         if not os.path.isdir(self.directory):
             return []
-        done = sorted((d for d in os.listdir(self.directory) if d.startswith('epoch-') and PART not in d), reverse=True)
+        done = sorted((d for d in os.listdir(self.directory) if d.startswith('epoch-')), reverse=True)
         return [os.path.join(self.directory, d) for d in done]
 
     def restore(self, model):

@@ -292,19 +292,25 @@ def model_key(path, *what):
     return ' '.join(map(str, [os.path.basename(path), st.st_size, st.st_mtime_ns, *what, EVALUATION]))
 
 
-def cached(entry, key):
-    """Whether an entry of evaluation.json is a whole evaluation of the model `key` names: the
-    table's columns (clean, six backgrounds, mean, worst, and six, mean and worst without the rim)
-    and the 20 noise rates, all numbers (an entry cut or changed by hand is evaluated again)."""
+def _numbers(values):
+    return all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in values)
+
+
+def cached(entry, key, whole=None):
+    """Whether an entry of evaluation.json is a whole evaluation of the model `key` names (an
+    entry cut or changed by hand is evaluated again). whole(entry): what a whole one holds; by
+    default the table's columns (clean, six backgrounds, mean, worst, and six, mean and worst
+    without the rim) and the 20 noise rates, all numbers."""
     import mybackgrounds
     import myreport
-    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)
     if not (isinstance(entry, dict) and entry.get('key') == key):
         return False
+    if whole:
+        return whole(entry)
     cols, noise = entry.get('columns'), entry.get('noise')
     return isinstance(cols, dict) and set(cols) == set(myreport.COLUMNS + myreport.NOHALO) \
-        and all(map(number, cols.values())) and isinstance(noise, list) \
-        and len(noise) == len(mybackgrounds.NOISE_RATES) and all(map(number, noise))
+        and _numbers(cols.values()) and isinstance(noise, list) \
+        and len(noise) == len(mybackgrounds.NOISE_RATES) and _numbers(noise)
 
 
 def main():
@@ -445,18 +451,26 @@ def evaluate_biased(folder, models, data, precision='float32'):
     import myrun
     from myfiles import write_text
     cache_path, cache = read_cache(folder)
-    sets, out = md.dataset(data), {}
+    whole = lambda e: isinstance(e.get('accuracy'), dict) and set(e['accuracy']) == {'unbiased', 'biased'} \
+        and _numbers(e['accuracy'].values())
+    out = {}
     for row, path in models.items():
         key = model_key(path, data, precision)
-        entry = cache.get(row)
-        if not (isinstance(entry, dict) and entry.get('key') == key and isinstance(entry.get('accuracy'), dict)
-                and set(entry['accuracy']) == {n for n, _ in sets.tests}
-                and all(isinstance(v, (int, float)) for v in entry['accuracy'].values())):
-            acc = myrun.Evaluator(sets.tests)(myrun.load_model(path, 'classifier', sets, precision))
-            cache[row] = entry = {'key': key, 'accuracy': {n: 100 * v for n, v in acc.items()}}
+        if not cached(cache.get(row), key, whole):
+            sets, evaluator = biased_evaluator(data)   # only when a model needs it
+            acc = evaluator(myrun.load_model(path, 'classifier', sets, precision))
+            cache[row] = {'key': key, 'accuracy': {n: 100 * v for n, v in acc.items()}}
             write_text(cache_path, json.dumps(cache, indent=1))
-        out[row] = entry['accuracy']
+        out[row] = cache[row]['accuracy']
     return out
+
+
+@functools.cache   # once a process for each data set (every seed of a rho reads the same test sets)
+def biased_evaluator(data):
+    """(the Biased-MNIST data set `data`, an Evaluator of its test sets)."""
+    import myrun
+    sets = md.dataset(data)
+    return sets, myrun.Evaluator(sets.tests)
 
 
 def report_validation(out, data, folders, test_subset, precision='float32'):

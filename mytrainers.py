@@ -200,7 +200,7 @@ class BackgroundTrainer(keras.Model):
         super().__init__(**kw)
         s = settings
         self.classifier, self.back, self.gen, self.tiles, self.seed = classifier, s.back, gen, s.tiles, int(s.seed)
-        self.clean_share, self.replay, self.back_flip, self.average = s.clean_share, s.replay, s.back_flip, s.average
+        self.clean_share, self.replay, self.back_flip = s.clean_share, s.replay, s.back_flip
         self.binarize_mode, self.area = s.binarize_mask, s.area
         self.generator_every = 0 if s.generators == 1 else -(-total_steps // s.generators)
         if self.generator_every:   # fresh generators so far (checkpointed: a resumed run does not restart one)
@@ -208,15 +208,7 @@ class BackgroundTrainer(keras.Model):
                                                    aggregation='only_first_replica', name='generator_round')
         if self.replay:   # (fit() sets self.history: the pool has another name)
             self.past = PastBackgrounds(s.history, classifier.input_shape[1:])
-        self._average = []
-        if self.average:
-            # the replicas hold the same weights after each update, so the first one's average is
-            # everyone's; these are the trainer's own weights, so checkpoints keep them
-            self._average = [self.add_weight(shape=w.shape, initializer='zeros', trainable=False,
-                                             aggregation='only_first_replica', name=f'average_{i}')
-                             for i, w in enumerate(classifier.weights)]
-            for a, w in zip(self._average, classifier.weights):
-                a.assign(w)
+        self.average = WeightAverage(self, classifier, s.average)   # (after the pool: the checkpoints' order)
         unets = list(unets)
         for u in unets:
             u.trainable = False
@@ -304,7 +296,7 @@ class BackgroundTrainer(keras.Model):
         self.optimizer.apply(tape.gradient(scaled_ce, variables), variables)
         self.painter.learn(tape, scaled_adv, fresh)
         del tape
-        self.update_average()
+        self.average.update()
         self.ce_mean.update_state(ce)
         self.adv_mean.update_state(adv)
         return {'ce': self.ce_mean.result(), 'adv_loss': self.adv_mean.result()}
@@ -324,29 +316,41 @@ class BackgroundTrainer(keras.Model):
             soft = _soft_masks([self.unet] + list(self.more_unets), X)
         return tf.stop_gradient(binarize(soft, self.binarize_mode, self.area, u)), soft
 
-    # -- the averaged classifier ----------------------------------------------------------------
 
-    def update_average(self):
-        if self._average:
-            m = 1.0 - 1.0 / self.average
-            for a, w in zip(self._average, self.classifier.weights):
-                a.assign(m * a + (1.0 - m) * w)
+class WeightAverage:
+    """--average N: a moving average, momentum 1 - 1/N, of the classifier's weights after each
+    step, from its starting weights (N = 0: none; the classifier's own weights are reported). Its
+    variables are the trainer's own (made by it, in this order), so checkpoints keep them."""
+
+    def __init__(self, trainer, classifier, n):
+        self.classifier, self.n, self.slots = classifier, n, []
+        if n:   # the replicas hold the same weights after each update: the first one's average is everyone's
+            self.slots = [trainer.add_weight(shape=w.shape, initializer='zeros', trainable=False,
+                                             aggregation='only_first_replica', name=f'average_{i}')
+                          for i, w in enumerate(classifier.weights)]
+            for a, w in zip(self.slots, classifier.weights):
+                a.assign(w)
+
+    def update(self):
+        m = 1.0 - 1.0 / max(self.n, 1)
+        for a, w in zip(self.slots, self.classifier.weights):
+            a.assign(m * a + (1.0 - m) * w)
 
     @contextlib.contextmanager
     def averaged(self):
-        """Within it the classifier holds the averaged weights (average=N; otherwise its own)."""
-        raw = [w.numpy() for w in self.classifier.weights] if self._average else None
-        self.adopt_average()
+        """Within it the classifier holds the averaged weights (N = 0: its own)."""
+        raw = [w.numpy() for w in self.classifier.weights] if self.slots else None
+        self.adopt()
         try:
             yield
         finally:
             if raw is not None:
                 self.classifier.set_weights(raw)
 
-    def adopt_average(self):
-        """The classifier takes the averaged weights (average=N; otherwise nothing changes)."""
-        if self._average:
-            self.classifier.set_weights([a.numpy() for a in self._average])
+    def adopt(self):
+        """The classifier takes the averaged weights for good (N = 0: nothing changes)."""
+        if self.slots:
+            self.classifier.set_weights([a.numpy() for a in self.slots])
 
 
 def _soft_masks(unets, X):

@@ -420,7 +420,7 @@ def test_clean_share_draws_come_with_the_batches(mnist_small):
 
 def test_weight_average(mnist_small):
     """average=N: a moving average with momentum 1 - 1/N of the classifier's weights after each
-    step, from its starting weights; averaged() swaps it in, adopt_average() keeps it."""
+    step, from its starting weights; average.averaged() swaps it in, average.adopt() keeps it."""
     X, Y = mnist_small
     clf = mymodels.classifier((32, 32, 1), 10)
     t = trainer(clf, 'noise', average=4, seed=0)
@@ -431,12 +431,12 @@ def test_weight_average(mnist_small):
         _sgd_steps(t, X[16 * i:], Y[16 * i:], {'background': noise[16 * i:]}, 1)
         expected = [0.75 * e + 0.25 * w.numpy() for e, w in zip(expected, clf.weights)]
     raw = [w.numpy().copy() for w in clf.weights]
-    with t.averaged():
+    with t.average.averaged():
         inside = [w.numpy().copy() for w in clf.weights]
     assert all(np.allclose(a, e, atol=1e-6) for a, e in zip(inside, expected))
     assert not all(np.allclose(a, r, atol=1e-4) for a, r in zip(inside, raw))
     assert all(np.array_equal(w.numpy(), r) for w, r in zip(clf.weights, raw))   # swapped back
-    t.adopt_average()
+    t.average.adopt()
     assert all(np.allclose(w.numpy(), e, atol=1e-6) for w, e in zip(clf.weights, expected))
 
 

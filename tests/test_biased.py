@@ -95,3 +95,24 @@ def test_reproduce_plan_and_table(tmp_path):
     csv = (tmp_path / 'table.csv').read_text().splitlines()
     assert len(csv) == 1 + 3 * 2 * (2 + 2) + 3 * 2 and "Proposal (the construction's masks),0.99,std,0.71,0.00" in csv
     assert (tmp_path / 'figure.png').stat().st_size > 1000
+
+
+@pytest.mark.parametrize('argv, recipe', [(['biased_mnist'], 'biased'), (['mnist'], 'fast'),
+                                          (['biased_mnist', '--recipe', 'smoke'], 'smoke')])
+def test_reproduce_default_recipe(monkeypatch, tmp_path, argv, recipe):
+    """Biased-MNIST runs its own recipe unless --recipe names another (its default folder says
+    which); the MNIST tables keep the fast one."""
+    import reproduce
+    seen = {}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(reproduce, 'biased', lambda args, out, chief: seen.update(recipe=args.recipe, out=out))
+    monkeypatch.setattr(reproduce, 'train', lambda *a, **k: (_ for _ in ()).throw(SystemExit(seen.update(recipe=a[2]))))
+    monkeypatch.setattr(reproduce.md, 'dataset', lambda name: type('S', (), {'train': (None, [0])}))
+    monkeypatch.setattr('sys.argv', ['reproduce.py'] + argv)
+    try:
+        reproduce.main()
+    except SystemExit:
+        pass
+    assert seen['recipe'] == recipe
+    if argv[0] == 'biased_mnist':
+        assert seen['out'].endswith(os.path.join('runs', f'biased_mnist-{recipe}'))

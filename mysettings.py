@@ -44,6 +44,9 @@ class Training:
     output: Optional[str] = None  # the model file; None: the script's default name
 
     SUFFIX = ''   # of the default output, DATASET-SUFFIX.keras (each script's)
+    # settings added after runs had been recorded: {field: default}; at its default a field is left out
+    # of the record, so that checkpoints and done.json written before it still match
+    LATER = {}
 
     @classmethod
     def defaults(cls):
@@ -69,7 +72,8 @@ class Training:
         """The settings that change what is trained, as a dict (JSON): the record kept in every
         checkpoint and in reproduce.py's done.json. kind: only the fields of that class (a base)."""
         names = [f.name for f in dataclasses.fields(kind or type(self))]
-        out = {k: getattr(self, k) for k in names if k not in RUN_CONTROL and k != 'epochs'}
+        out = {k: getattr(self, k) for k in names if k not in RUN_CONTROL and k != 'epochs'
+               and (k not in self.LATER or getattr(self, k) != self.LATER[k])}
         if self.lr_schedule != 'constant':
             out['epochs'] = self.epochs   # the schedule spans the run
         return out
@@ -109,8 +113,9 @@ class Phase2(Training):
 
 @dataclasses.dataclass(kw_only=True)
 class Phase3(Training):
-    """train3.py: the classifier and the background generator, adversarially. The last six are
+    """train3.py: the classifier and the background generator, adversarially. The last seven are
     this project's additions, off by default (docs/recipe.md)."""
+    LATER = {'dim': 'gray'}   # added after runs were recorded: at this default, left out of the record
     model: str
     unet_model: str               # U-Net file(s), joined by commas; 'heuristic'; or 'masks'
     binarize_mask: str
@@ -127,6 +132,7 @@ class Phase3(Training):
     history: int = 4096           # past backgrounds kept for replay: 16 MB at 32x32x1
     generators: int = 1           # that many generators one after another, each from new weights
     back_flip: float = 0.0        # each painted background mirrored left to right with this probability
+    dim: str = 'gray'             # the generator's brightness penalty on 1-channel images only, or 'all'
 
     def default_output(self):
         return f'{self.dataset}-phase3-{self.back}.keras'
@@ -144,7 +150,8 @@ class Phase3(Training):
         if self.imsave:
             mycli.output_dir(self.imsave, what='picture folder')
         generator_only = [o for o, on in (('--replay', self.replay), ('--generators', self.generators > 1),
-                                          ('--gen-span', self.gen_span < 1), ('--back-flip', self.back_flip > 0)) if on]
+                                          ('--gen-span', self.gen_span < 1), ('--back-flip', self.back_flip > 0),
+                                          ('--dim', self.dim != 'gray')) if on]
         if generator_only and self.back != 'adv':
             raise mycli.UserError(f'{generator_only[0]} acts on the background generator: it needs back=adv')
         if self.gen_span < 1 and self.lr_schedule != 'cosine':

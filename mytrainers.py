@@ -200,7 +200,7 @@ class BackgroundTrainer(keras.Model):
         super().__init__(**kw)
         s = settings
         self.classifier, self.back, self.gen, self.tiles, self.seed = classifier, s.back, gen, s.tiles, int(s.seed)
-        self.clean_share, self.replay, self.back_flip = s.clean_share, s.replay, s.back_flip
+        self.clean_share, self.replay, self.back_flip, self.dim = s.clean_share, s.replay, s.back_flip, s.dim
         self.binarize_mode, self.area = s.binarize_mask, s.area
         self.generator_every = 0 if s.generators == 1 else -(-total_steps // s.generators)
         if self.generator_every:   # fresh generators so far (checkpointed: a resumed run does not restart one)
@@ -416,8 +416,8 @@ class Noise(Given):
 class Painted(Black):
     """back=adv: tiles x tiles generator draws per image, each from its own normal noise; with
     replay some images take a background from the pool of past ones instead; with back_flip some
-    are mirrored. The generator maximises the classifier's loss, plus, for 1-channel images,
-    relu(mean(B) - 0.5), which keeps the backgrounds from going all white."""
+    are mirrored. The generator maximises the classifier's loss, plus, for 1-channel images (with
+    dim='all' for every image), relu(mean(B) - 0.5), which keeps the backgrounds from going all white."""
 
     def draws(self):
         t = self.trainer
@@ -458,7 +458,7 @@ class Painted(Black):
 
     def loss(self, ce, fresh):
         adv = -ce
-        if fresh.shape[-1] == 1:
+        if fresh.shape[-1] == 1 or self.trainer.dim == 'all':
             # the mean is over every background painted in the global batch (all replicas), as on one device
             ctx = tf.distribute.get_replica_context()
             total = ctx.all_reduce('SUM', tf.stack([tf.reduce_sum(fresh), tf.cast(tf.size(fresh), fresh.dtype)]))

@@ -52,6 +52,10 @@ def parser():
     p.add_argument('--back-flip', type=mycli.share, metavar='P',
                    help='adv only: each painted background is mirrored left to right with probability P before it is '
                    'pasted; the object never is (default 0: published)')
+    p.add_argument('--dim', choices=['gray', 'all'],
+                   help='adv only: the generator\'s penalty relu(mean(B) - 0.5), which keeps the backgrounds from '
+                   'going white (a white object would vanish), on 1-channel images only (gray, published) or on '
+                   'colour images too (all)')
     p.add_argument('--imsave', metavar='DIR', help='write PNGs per epoch (12 images of each test set: image, '
                    'soft mask, binarized mask, composite) into DIR')
     p.add_argument('--output', help='classifier file, .keras or .h5 (default: DATASET-phase3-BACK.keras)')

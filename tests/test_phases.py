@@ -480,6 +480,18 @@ def test_phase3_step_gradients(mnist_small, white, clean):
                 np.testing.assert_allclose(w0 - w.numpy(), g.numpy(), rtol=1e-3, atol=1e-6)
 
 
+@pytest.mark.parametrize('dim', ['gray', 'all'])
+def test_brightness_penalty_on_colour_images(dim):
+    """--dim: the generator's penalty relu(mean(B) - 0.5) is on 1-channel images only (published),
+    or with dim=all on colour images too (Biased-MNIST's white digits vanish on white backgrounds)."""
+    clf, gen = mymodels.classifier((32, 32, 3), 10), mymodels.gen((32, 32, 3), 2)
+    t = trainer(clf, 'adv', gen=gen, seed=0, dim=dim)
+    ce, light = tf.constant(1.25), tf.fill([4, 32, 32, 3], 0.8)
+    expected = -1.25 + (0.3 if dim == 'all' else 0.0)
+    assert float(t.painter.loss(ce, light)) == pytest.approx(expected, abs=1e-5)
+    assert float(t.painter.loss(ce, light * 0.5)) == pytest.approx(-1.25, abs=1e-6)   # dark: no penalty
+
+
 def test_replay_pool_is_a_uniform_sample_of_everything_painted():
     """Reservoir sampling: the first N backgrounds fill the pool in order; after that the pool
     stays a uniform sample of all painted so far (a ring buffer would hold only the last N)."""

@@ -59,8 +59,9 @@ RECIPES = {
 # Biased-MNIST's (docs/biased_mnist.md): the fast recipe with phase 3 short enough for the benchmark's 12
 # chains (4 rho x 3 seeds) to fit in about 90 minutes on 2 cores; every image painted (no clean share:
 # there the own background's colour gives the label), the average short (it starts from phase 1's
-# colour-reading classifier), and the generator kept from white (dim: the digits are white)
-RECIPES['biased'] = dict(RECIPES['fast'], phase3=dict(epochs=1, batchsize=16, lr_schedule='cosine', gen_lr=3e-4,
+# colour-reading classifier), the generator kept from white (dim: the digits are white) and slower than
+# fast's. The best of five candidates on the validation split, and far from the target (56-64% unbiased)
+RECIPES['biased'] = dict(RECIPES['fast'], phase3=dict(epochs=1, batchsize=16, lr_schedule='cosine', gen_lr=1e-4,
                                                       replay=0.25, average=800, flip=0, back_flip=0.5, dim='all'))
 # what each recipe computes in (every phase, and the final evaluation): the precision it was chosen
 # and tested in (--precision overrides it)

@@ -132,7 +132,7 @@ class Phase3(Training):
     history: int = 4096           # past backgrounds kept for replay: 16 MB at 32x32x1
     generators: int = 1           # that many generators one after another, each from new weights
     back_flip: float = 0.0        # each painted background mirrored left to right with this probability
-    dim: str = 'gray'             # the generator's brightness penalty on 1-channel images only, or 'all'
+    dim: str = 'gray'             # the generator's brightness penalty on 1-channel images only, 'all', or 'cap' (per pixel)
 
     def default_output(self):
         return f'{self.dataset}-phase3-{self.back}.keras'

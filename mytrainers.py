@@ -417,7 +417,8 @@ class Painted(Black):
     """back=adv: tiles x tiles generator draws per image, each from its own normal noise; with
     replay some images take a background from the pool of past ones instead; with back_flip some
     are mirrored. The generator maximises the classifier's loss, plus, for 1-channel images (with
-    dim='all' for every image), relu(mean(B) - 0.5), which keeps the backgrounds from going all white."""
+    dim='all' for every image), relu(mean(B) - 0.5), which keeps the backgrounds from going all white;
+    dim='cap' instead bounds each pixel (tiles())."""
 
     def draws(self):
         t = self.trainer
@@ -431,7 +432,10 @@ class Painted(Black):
         tiles = gen(tf.reshape(z, [-1, z.shape[-1]]), training=training)   # (n*t*t, th, tw, C)
         th, tw, C = tiles.shape[1:]
         B = tf.reshape(tiles, [n, t, t, th, tw, C])                        # (n, row, col, ...)
-        return tf.reshape(tf.transpose(B, [0, 1, 3, 2, 4, 5]), [n, t * th, t * tw, C])
+        B = tf.reshape(tf.transpose(B, [0, 1, 3, 2, 4, 5]), [n, t * th, t * tw, C])
+        if self.trainer.dim == 'cap':   # no pixel lighter than mid-grey in every channel: a white object stays visible
+            B -= tf.nn.relu(tf.reduce_min(B, axis=-1, keepdims=True) - 0.5)
+        return B
 
     def picture(self, X):   # pictures only: the noise drawn here
         t = self.trainer

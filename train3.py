@@ -52,10 +52,11 @@ def parser():
     p.add_argument('--back-flip', type=mycli.share, metavar='P',
                    help='adv only: each painted background is mirrored left to right with probability P before it is '
                    'pasted; the object never is (default 0: published)')
-    p.add_argument('--dim', choices=['gray', 'all'],
+    p.add_argument('--dim', choices=['gray', 'all', 'cap'],
                    help='adv only: the generator\'s penalty relu(mean(B) - 0.5), which keeps the backgrounds from '
                    'going white (a white object would vanish), on 1-channel images only (gray, published) or on '
-                   'colour images too (all)')
+                   'colour images too (all); cap: besides the published penalty, no painted pixel lighter than '
+                   'mid-grey in every channel (each lowered by the excess of its darkest channel over 0.5)')
     p.add_argument('--imsave', metavar='DIR', help='write PNGs per epoch (12 images of each test set: image, '
                    'soft mask, binarized mask, composite) into DIR')
     p.add_argument('--output', help='classifier file, .keras or .h5 (default: DATASET-phase3-BACK.keras)')

@@ -492,6 +492,21 @@ def test_brightness_penalty_on_colour_images(dim):
     assert float(t.painter.loss(ce, light * 0.5)) == pytest.approx(-1.25, abs=1e-6)   # dark: no penalty
 
 
+def test_dim_cap_keeps_white_out_of_the_backgrounds():
+    """--dim cap: each painted pixel is lowered by the excess of its darkest channel over 0.5, so
+    no pixel is lighter than mid-grey in every channel, while saturated colours pass unchanged."""
+    clf, gen = mymodels.classifier((32, 32, 3), 10), mymodels.gen((32, 32, 3), 2)
+    z = tf.random.normal([6, 4, mymodels.noise_size(gen)], seed=3)
+    gen.layers[-1].bias.assign(tf.fill(gen.layers[-1].bias.shape, 4.0))   # near white
+    free = trainer(clf, 'adv', gen=gen, seed=0).painter.tiles(z).numpy()
+    capped = trainer(clf, 'adv', gen=gen, seed=0, dim='cap').painter.tiles(z).numpy()
+    assert free.min(-1).mean() > 0.9 and capped.min(-1).max() <= 0.5 + 1e-6
+    np.testing.assert_allclose(capped, free - (free.min(-1, keepdims=True) - 0.5), atol=1e-6)
+    gen.layers[-1].bias.assign(tf.constant([4.0, -4.0, -4.0]))   # near red: its darkest channel is dark
+    red = trainer(clf, 'adv', gen=gen, seed=0, dim='cap').painter.tiles(z).numpy()
+    np.testing.assert_array_equal(red, trainer(clf, 'adv', gen=gen, seed=0).painter.tiles(z).numpy())
+
+
 def test_replay_pool_is_a_uniform_sample_of_everything_painted():
     """Reservoir sampling: the first N backgrounds fill the pool in order; after that the pool
     stays a uniform sample of all painted so far (a ring buffer would hold only the last N)."""

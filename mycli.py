@@ -147,6 +147,10 @@ def training_args(p, settings):
     p.add_argument('--test-subset', type=positive_int, help='use only the first N images of each test set')
     p.add_argument('--flip', type=share, metavar='P',
                    help='probability of a horizontal flip in the augmentation (default 0.5, the published)')
+    p.add_argument('--warp', type=share, metavar='S',
+                   help='the augmentation\'s rotation, shift and shear ranges times S (default 1: the published; '
+                   '0: none). Each warp interpolates the image, blending the object\'s rim with its background: '
+                   'where the background\'s colour gives the label (Biased-MNIST), phase 3\'s composites leak it')
     size_arg(p)
     precision_arg(p)
     p.add_argument('--strategy', choices=STRATEGIES,

@@ -122,7 +122,7 @@ def to_float(images):
 
 
 def batches(X, Y=None, batch_size=8, seed=0, augment_data=True, masks=None, aug=None, start_epoch=0, part=None,
-            flip=None):
+            flip=None, warp=1.0):
     """An endless tf.data pipeline of (images, labels) batches (or (images, masks, labels) with
     `masks`): reshuffled every epoch, floor(N / batch_size) full batches an epoch, augmented in
     the graph, prefetched. Same seed, same batches. Epoch e's order and augmentation come from
@@ -130,9 +130,10 @@ def batches(X, Y=None, batch_size=8, seed=0, augment_data=True, masks=None, aug=
     have seen, and a new iterator over the dataset starts the same stream (Keras makes a second
     one under tf.distribute). part=(lo, hi, batch_size): only rows lo:hi of every batch,
     exactly as they are in the whole batch (see distribute()). flip: the probability of a
-    horizontal flip (None: FLIP, the published; `aug`, if given, has its own)."""
+    horizontal flip (None: FLIP, the published; `aug`, if given, has its own); warp: the rotation,
+    shift and shear ranges times this (1: the published)."""
     N = len(X)
-    aug = aug or Augment(flip=FLIP if flip is None else flip)
+    aug = aug or Augment(ROTATION * warp, SHIFT * warp, SHEAR * warp, flip=FLIP if flip is None else flip)
     check_batch(N, batch_size)
     arrays = [rows_of(a) for a in [X] + ([masks] if masks is not None else []) + ([Y] if Y is not None else [])]
     steps = N // batch_size

@@ -425,7 +425,7 @@ def train_classifier(model, data, output, record, s, strategy):
     evaluator = Evaluator(data.sets, s.eval_batchsize)
     report = EpochReport(evaluator, model, names=[data.tests[-1][0]], every=s.report == 'epoch')   # the last test set
     batches = mydatagen.distribute(strategy, s.batchsize, lambda part: mydatagen.batches(
-        X, Y, s.batchsize, seed=s.seed, start_epoch=start, part=part, flip=s.flip))
+        X, Y, s.batchsize, seed=s.seed, start_epoch=start, part=part, flip=s.flip, warp=s.warp))
     run.fit(model, batches, len(X) // s.batchsize, s.epochs, report)
     run.finish(evaluator(model), {output: model}, data.class_names)
 

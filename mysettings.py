@@ -36,6 +36,7 @@ class Training:
     subset: Optional[int] = None
     test_subset: Optional[int] = None
     flip: Optional[float] = None  # None: the published 0.5 (mydatagen.FLIP)
+    warp: float = 1.0             # the augmentation's rotation, shift and shear ranges times this
     size: Optional[int] = None
     precision: str = 'float32'
     strategy: str = 'default'
@@ -46,7 +47,7 @@ class Training:
     SUFFIX = ''   # of the default output, DATASET-SUFFIX.keras (each script's)
     # settings added after runs had been recorded: {field: default}; at its default a field is left out
     # of the record, so that checkpoints and done.json written before it still match
-    LATER = {}
+    LATER = {'warp': 1.0}
 
     @classmethod
     def defaults(cls):
@@ -115,7 +116,7 @@ class Phase2(Training):
 class Phase3(Training):
     """train3.py: the classifier and the background generator, adversarially. The last seven are
     this project's additions, off by default (docs/recipe.md)."""
-    LATER = {'dim': 'gray'}   # added after runs were recorded: at this default, left out of the record
+    LATER = {**Training.LATER, 'dim': 'gray'}   # added after runs were recorded: at their defaults, not recorded
     model: str
     unet_model: str               # U-Net file(s), joined by commas; 'heuristic'; or 'masks'
     binarize_mask: str

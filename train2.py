@@ -68,7 +68,7 @@ def main():
     if data.masks:
         pictures.append(mytrainers.MaskAgreement(unet, data, s.binarize_mask, s.area))
     batches = mydatagen.distribute(strategy, s.batchsize, lambda part: mydatagen.batches(
-        Xtr, Ytr, s.batchsize, seed=s.seed, start_epoch=start, part=part, flip=s.flip))
+        Xtr, Ytr, s.batchsize, seed=s.seed, start_epoch=start, part=part, flip=s.flip, warp=s.warp))
     run.fit(trainer, batches, steps, s.epochs, myrun.EpochReport(None, classifier, fixed=accuracies), *pictures)
 
     run.finish(accuracies, {s.output: unet}, data.class_names)

@@ -107,7 +107,7 @@ def main():
 
     def pipeline(part):   # the batches, or the rows `part` of each (one worker's, under a strategy)
         ds = mydatagen.batches(Xtr, Ytr, s.batchsize, seed=s.seed, start_epoch=start, part=part,
-                               masks=data.masks['train'] if manual else None, flip=s.flip)
+                               masks=data.masks['train'] if manual else None, flip=s.flip, warp=s.warp)
         return trainer.batches(ds, s.batchsize, seed=s.seed, start_step=start * steps, part=part,
                                crops=crops() if crops else None)
 

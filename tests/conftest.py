@@ -125,8 +125,29 @@ def build_sequential_chain(base, env):
     return {'dir': d, 'second': second}
 
 
+def build_biased_chain(base, env):
+    """`reproduce.py biased_mnist --recipe smoke --rho 0.99`: every Biased-MNIST row at one rho."""
+    from helpers import run
+    d = pathlib.Path(tempfile.mkdtemp(prefix='biased-', dir=base)) / 'bm'
+    rc, out, err = run([sys.executable, os.path.join(ROOT, 'reproduce.py'), 'biased_mnist', '--recipe', 'smoke',
+                        '--rho', '0.99', '--output', str(d)], env=env)
+    return {'dir': d, 'rc': rc, 'stdout': out, 'stderr': err}
+
+
+def build_benchmark_run(base, env):
+    """`benchmark.py --quick` (its figures are not asserted, so it may run beside the tests)."""
+    from helpers import run
+    out = pathlib.Path(tempfile.mkdtemp(prefix='bench-', dir=base)) / 'bench.json'
+    rc, stdout, err = run([sys.executable, os.path.join(ROOT, 'benchmark.py'), '--quick', '--output', str(out)],
+                          env=env)
+    return {'json': out, 'rc': rc, 'stdout': stdout, 'stderr': err}
+
+
+# in the order they are built; the last two are not chains the tests share, but end-to-end runs
+# that need nothing else: built here, they overlap the tests that run meanwhile
 BUILDERS = {'smoke_chain': build_smoke_chain, 'seed1_chain': build_seed1_chain,
-            'sequential_chain': build_sequential_chain}
+            'sequential_chain': build_sequential_chain, 'biased_chain': build_biased_chain,
+            'benchmark_run': build_benchmark_run}
 
 
 def pytest_collection_finish(session):
@@ -181,3 +202,15 @@ def seed1_chain(real_data, tmp_path_factory):
 def sequential_chain(real_data, tmp_path_factory):
     """The smoke chain trained one phase at a time (build_sequential_chain)."""
     return chain('sequential_chain', tmp_path_factory)
+
+
+@pytest.fixture(scope='session')
+def biased_chain(real_data, tmp_path_factory):
+    """Biased-MNIST's smoke run (build_biased_chain)."""
+    return chain('biased_chain', tmp_path_factory)
+
+
+@pytest.fixture(scope='session')
+def benchmark_run(real_data, tmp_path_factory):
+    """benchmark.py --quick's run (build_benchmark_run)."""
+    return chain('benchmark_run', tmp_path_factory)

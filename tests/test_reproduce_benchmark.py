@@ -128,10 +128,9 @@ def test_reproduce_validation_protocol(smoke_chain, tmp_path):
     assert not (out / 'table.md').exists()
 
 
-def test_benchmark_quick(real_data, tmp_path):
-    out = tmp_path / 'bench.json'
-    r = script('benchmark.py', '--quick', '--output', out, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
+def test_benchmark_quick(benchmark_run):
+    out = benchmark_run['json']
+    assert benchmark_run['rc'] == 0, benchmark_run['stderr'][-3000:]
     info = json.loads(out.read_text())
     cases = {(c['case'], c['batch']) for c in info['results']}
     assert ('phase 1', 8) in cases and ('phase 1, pure compute (reference)', 128) in cases
@@ -143,16 +142,15 @@ def test_benchmark_quick(real_data, tmp_path):
     # measured the way the scripts run: TensorFlow started by mycli.start_tensorflow, oneDNN on
     # (an import of tensorflow before it once left it off and the figures 30-60% low)
     assert info['onednn'] is True
-    assert 'images/s' in r.stdout and info['precision'] == 'float32'
+    assert 'images/s' in benchmark_run['stdout'] and info['precision'] == 'float32'
 
 
-def test_reproduce_biased_mnist_smoke(tmp_path):
+def test_reproduce_biased_mnist_smoke(biased_chain):
     """reproduce.py biased_mnist end to end on the smoke recipe at one rho: each row trained (phase
     3 with the construction's masks), evaluated on the unbiased and biased test sets, the table
     with the published rows, the evaluations kept for a rerun."""
-    out = tmp_path / 'bm'
-    r = script('reproduce.py', 'biased_mnist', '--recipe', 'smoke', '--rho', 0.99, '--output', out, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
+    out = biased_chain['dir']
+    assert biased_chain['rc'] == 0, biased_chain['stderr'][-3000:]
     text = (out / 'table.md').read_text()
     assert "| Proposal (the construction's masks) |" in text and '| RUBi (published) | 93.6 |' in text
     rows = (out / 'table.csv').read_text().splitlines()

@@ -78,6 +78,7 @@ BAD = [  # (arguments, what the one line must say)
     (P3 + ['--gen-span', '1.5'], 'between 0 and 1'),
     (P3 + ['--back-flip', '1.5'], 'between 0 and 1'),
     (P3 + ['--dim', 'rgb'], 'invalid choice'),
+    (['train1.py', 'mnist', '--warp', '1.5'], 'between 0 and 1'),
     (['train_att.py', 'mnist', '--tau', '0'], 'between 0 and 1'),
     (['train_att.py', 'mnist', '--tau', '1.5'], 'between 0 and 1'),
     (['train_att.py', 'mnist', '--crop', '0'], 'at least 1'),

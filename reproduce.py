@@ -330,7 +330,7 @@ def main():
                    help='biased_mnist: the training correlations (default the published '
                    f'{",".join(map(str, mybiased.RHOS))})')
     p.add_argument('--recipe', choices=list(RECIPES), help='fast (the default), paper, smoke (a quick check), or biased '
-                   '(the default of biased_mnist: fast with one epoch of phase 3)')
+                   '(the default of biased_mnist: docs/biased_mnist.md)')
     p.add_argument('--output', help='folder for models, logs and the table (made if missing; default: '
                    'runs/DATASET-RECIPE, or runs/DATASET-RECIPE-validation)')
     p.add_argument('--seed', type=mycli.seed, default=mycli.SEED, help='the (first) seed (default 0)')

@@ -114,9 +114,9 @@ class Phase2(Training):
 
 @dataclasses.dataclass(kw_only=True)
 class Phase3(Training):
-    """train3.py: the classifier and the background generator, adversarially. The last seven are
-    this project's additions, off by default (docs/recipe.md)."""
-    LATER = {**Training.LATER, 'dim': 'gray'}   # added after runs were recorded: at their defaults, not recorded
+    """train3.py: the classifier and the background generator, adversarially. The fields from
+    gen_span on are this project's additions, off by default (docs/recipe.md)."""
+    LATER = {**Training.LATER, 'dim': 'gray', 'back_shuffle': 0.0}   # added after runs were recorded: at their defaults, not recorded
     model: str
     unet_model: str               # U-Net file(s), joined by commas; 'heuristic'; or 'masks'
     binarize_mask: str
@@ -134,6 +134,7 @@ class Phase3(Training):
     generators: int = 1           # that many generators one after another, each from new weights
     back_flip: float = 0.0        # each painted background mirrored left to right with this probability
     dim: str = 'gray'             # the generator's brightness penalty on 1-channel images only, 'all', or 'cap' (per pixel)
+    back_shuffle: float = 0.0     # each painted background's colour channels put in a random order with this probability
 
     def default_output(self):
         return f'{self.dataset}-phase3-{self.back}.keras'
@@ -152,6 +153,7 @@ class Phase3(Training):
             mycli.output_dir(self.imsave, what='picture folder')
         generator_only = [o for o, on in (('--replay', self.replay), ('--generators', self.generators > 1),
                                           ('--gen-span', self.gen_span < 1), ('--back-flip', self.back_flip > 0),
+                                          ('--back-shuffle', self.back_shuffle > 0),
                                           ('--dim', self.dim != 'gray')) if on]
         if generator_only and self.back != 'adv':
             raise mycli.UserError(f'{generator_only[0]} acts on the background generator: it needs back=adv')

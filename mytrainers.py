@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 import mydatagen
-from mycli import BINARIZE
+from mycli import BINARIZE, UserError
 from myfiles import montage, save_png
 from mymodels import noise_size
 
@@ -180,12 +180,16 @@ def _gray_to(M, X):
 # Phase 3. A batch is a dict of named parts, built by BackgroundTrainer.batches(): 'image' and
 # 'label', and what the settings need beside them: 'mask' (a data set's own masks), 'background'
 # (back=noise or real), 'noise' (the generator's input, back=adv), and uniform draws per image:
-# 'share' (clean_share, replay), 'cut' (binarize jitter), 'mirror' (back_flip). Every random input
+# 'share' (clean_share, replay), 'cut' (binarize jitter), 'mirror' (back_flip), 'shuffle' (back_shuffle).
+# Every random input
 # is drawn in the input pipeline, per image, so a step is the same whether one device or several
 # replicas share the batch; each draw has a stream of its own (the numbers below), so adding one
 # never changes another.
-DRAW_STREAMS = {'noise': 7919, 'background': 7919, 'share': 104729, 'cut': 15485863, 'mirror': 32452843}
-PER_IMAGE = ('image', 'mask', 'background', 'noise', 'share', 'cut', 'mirror')
+DRAW_STREAMS = {'noise': 7919, 'background': 7919, 'share': 104729, 'cut': 15485863, 'mirror': 32452843,
+                'shuffle': 49979687}
+PER_IMAGE = ('image', 'mask', 'background', 'noise', 'share', 'cut', 'mirror', 'shuffle')
+# the six orders of three colour channels (back_shuffle draws one)
+CHANNEL_ORDERS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
 
 
 class BackgroundTrainer(keras.Model):
@@ -193,7 +197,7 @@ class BackgroundTrainer(keras.Model):
     paints the backgrounds B that maximise the classifier's loss. The mask M is computed on the
     very (augmented) image that is trained on: from a U-Net (or several, `unets`), the heuristic
     X > 0, or the data set's own masks. `settings`: a mysettings.Phase3, whose fields say what this
-    project's additions do (clean_share, average, replay, generators, back_flip; all off by
+    project's additions do (clean_share, average, replay, generators, back_flip, back_shuffle; all off by
     default). The backgrounds come from one of the painters below, chosen once."""
 
     def __init__(self, classifier, settings, gen=None, unets=(), total_steps=1, **kw):
@@ -201,6 +205,10 @@ class BackgroundTrainer(keras.Model):
         s = settings
         self.classifier, self.back, self.gen, self.tiles, self.seed = classifier, s.back, gen, s.tiles, int(s.seed)
         self.clean_share, self.replay, self.back_flip, self.dim = s.clean_share, s.replay, s.back_flip, s.dim
+        self.back_shuffle = s.back_shuffle
+        if self.back_shuffle and classifier.input_shape[-1] != 3:
+            raise UserError(f'--back-shuffle reorders the colour channels of the painted backgrounds: the images '
+                            f'here have {classifier.input_shape[-1]} channel(s), not 3')
         self.binarize_mode, self.area = s.binarize_mask, s.area
         self.generator_every = 0 if s.generators == 1 else -(-total_steps // s.generators)
         if self.generator_every:   # fresh generators so far (checkpointed: a resumed run does not restart one)
@@ -251,6 +259,8 @@ class BackgroundTrainer(keras.Model):
             out['cut'] = ((), 'uniform')
         if self.back_flip:
             out['mirror'] = ((), 'uniform')
+        if self.back_shuffle:
+            out['shuffle'] = ((), 'uniform')
         return out
 
     def batches(self, ds, batch_size, seed=0, start_step=0, part=None, crops=None):
@@ -416,7 +426,8 @@ class Noise(Given):
 class Painted(Black):
     """back=adv: tiles x tiles generator draws per image, each from its own normal noise; with
     replay some images take a background from the pool of past ones instead; with back_flip some
-    are mirrored. The generator maximises the classifier's loss, plus, for 1-channel images (with
+    are mirrored, with back_shuffle some have their colour channels put in another order (one of the
+    six, each as likely; the same colour on every pixel of the image is changed the same way). The generator maximises the classifier's loss, plus, for 1-channel images (with
     dim='all' for every image), relu(mean(B) - 0.5), which keeps the backgrounds from going all white;
     dim='cap' instead bounds each pixel (tiles())."""
 
@@ -454,6 +465,12 @@ class Painted(Black):
             B = fresh = self.tiles(part['noise'])
         if 'mirror' in part:   # (the brightness penalty is the same either way)
             B = tf.where((part['mirror'] < t.back_flip)[:, None, None, None], tf.reverse(B, [2]), B)
+            if not t.replay:
+                fresh = B
+        if 'shuffle' in part:   # u < P: the order floor(6 u / P) (u / P is uniform too); else as painted
+            u = part['shuffle']
+            order = tf.gather(tf.constant(CHANNEL_ORDERS), tf.minimum(tf.cast(6 * u / t.back_shuffle, tf.int32), 5))
+            B = tf.where((u < t.back_shuffle)[:, None, None, None], tf.gather(B, order, axis=3, batch_dims=1), B)
             if not t.replay:
                 fresh = B
         if n is not None and not t.replay:

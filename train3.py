@@ -52,6 +52,11 @@ def parser():
     p.add_argument('--back-flip', type=mycli.share, metavar='P',
                    help='adv only: each painted background is mirrored left to right with probability P before it is '
                    'pasted; the object never is (default 0: published)')
+    p.add_argument('--back-shuffle', type=mycli.share, metavar='P',
+                   help='adv only, colour images: each painted background gets its colour channels in one of the six '
+                   'orders (at random) with probability P before it is pasted; the object never does, so the '
+                   'classifier cannot learn to read it in one channel the generator happens to leave dark '
+                   '(default 0: published)')
     p.add_argument('--dim', choices=['gray', 'all', 'cap'],
                    help='adv only: the generator\'s penalty relu(mean(B) - 0.5), which keeps the backgrounds from '
                    'going white (a white object would vanish), on 1-channel images only (gray, published) or on '

@@ -507,6 +507,45 @@ def test_dim_cap_keeps_white_out_of_the_backgrounds():
     np.testing.assert_array_equal(red, trainer(clf, 'adv', gen=gen, seed=0).painter.tiles(z).numpy())
 
 
+def test_back_shuffle_reorders_the_painted_colours_only():
+    """--back-shuffle P: an image with u < P gets its painted background with the colour channels in
+    order CHANNEL_ORDERS[floor(6 u / P)], the others the background as painted; the object is never
+    touched; both players' gradients are those of that composite. 1-channel images: one line."""
+    X = tf.constant(np.random.default_rng(0).random((12, 32, 32, 3)), tf.float32)
+    Y = tf.constant(np.arange(12) % 10)
+    clf, gen = mymodels.classifier((32, 32, 3), 10), mymodels.gen((32, 32, 3), 2)
+    t = trainer(clf, 'adv', gen=gen, seed=0, back_shuffle=0.6)
+    t.compile(optimizer=keras.optimizers.SGD(1.0), gen_optimizer=keras.optimizers.SGD(1.0))
+    gen.layers[-1].bias.assign(tf.constant([2.0, -2.0, 0.0]))   # reddish: each order shows
+    u = tf.constant(np.linspace(0.0, 0.99, 12), tf.float32)   # below 0.6: every order
+    z = tf.random.normal([12, 4, mymodels.noise_size(gen)], seed=4)
+    B = t.painter.tiles(z).numpy()
+    orders = [mytrainers.CHANNEL_ORDERS[int(6 * v / 0.6)] if v < 0.6 else (0, 1, 2) for v in u.numpy()]
+    assert len(set(orders[:8])) == 6                       # every order is drawn, and some keep theirs
+    shown = np.stack([b[..., list(o)] for b, o in zip(B, orders)])
+    B2, fresh = t.painter.paint({'noise': z, 'shuffle': u}, None)
+    np.testing.assert_allclose(B2.numpy(), shown, atol=1e-6)
+    np.testing.assert_allclose(fresh.numpy(), shown, atol=1e-6)
+    assert orders[2] != (0, 1, 2) and np.abs(shown[2] - B[2]).max() > 0.3   # a reorder that shows
+    start = {m.name: [w.numpy().copy() for w in m.trainable_variables] for m in (clf, gen)}
+    M, _ = t.masks(X)
+    with tf.GradientTape(persistent=True) as tape:
+        Bt = t.painter.tiles(z)
+        Zt = t.composite(X, M, tf.stack([tf.gather(Bt[i], list(o), axis=-1) for i, o in enumerate(orders)]))
+        ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(Y, clf(Zt, training=True))
+        adv = -ce   # colour images: no brightness penalty (dim=gray)
+    expected = {clf.name: tape.gradient(ce, clf.trainable_variables), gen.name: tape.gradient(adv, gen.trainable_variables)}
+    t.train_step({'image': X, 'noise': z, 'shuffle': u, 'label': Y})
+    for m in (clf, gen):
+        for w0, w, g in zip(start[m.name], m.trainable_variables, expected[m.name]):
+            np.testing.assert_allclose(w0 - w.numpy(), g.numpy(), rtol=1e-3, atol=1e-6)
+    assert 'shuffle' in t.draws()
+    with pytest.raises(mycli.UserError, match='--back-shuffle .* 1 channel'):
+        trainer(mymodels.classifier((32, 32, 1), 10), 'adv', gen=mymodels.gen((32, 32, 1), 2), back_shuffle=0.5)
+    with pytest.raises(mycli.UserError, match='--back-shuffle .* needs back=adv'):
+        phase3('black', back_shuffle=0.5).check()
+
+
 def test_replay_pool_is_a_uniform_sample_of_everything_painted():
     """Reservoir sampling: the first N backgrounds fill the pool in order; after that the pool
     stays a uniform sample of all painted so far (a ring buffer would hold only the last N)."""

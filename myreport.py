@@ -66,10 +66,11 @@ def _markdown(title, cols, names, results, paper):
 
 
 def write_tables(out, dataset, recipe, results, settings, walls, evaluation):
-    """table.md and table.csv; returns the text of table.md. walls: each seed's training time
-    (s), evaluation: the time the table's evaluation took (s)."""
+    """table.md and table.csv; returns the text of table.md. walls: each seed's training time (s;
+    while seeds train side by side each is counted a share, so they add up to the training's),
+    evaluation: the time the table's evaluation took (s)."""
     seeds, paper = list(walls), _paper_rows(dataset)
-    per_seed = f' ({", ".join(f"{w / 60:.1f}" for w in walls.values())})' if len(walls) > 1 else ''
+    per_seed = f' (the seeds\' shares: {", ".join(f"{w / 60:.1f}" for w in walls.values())})' if len(walls) > 1 else ''
     over = f'{len(seeds)} seeds ({", ".join(map(str, seeds))}): mean ± standard deviation' if len(seeds) > 1 \
         else f'seed {seeds[0]}'
     names = ['Clean'] + BACKGROUND_NAMES + ['Mean', 'Worst']

@@ -185,47 +185,85 @@ def wait_for_chief(state_path, phase, timeout=600):
                           'do all workers see the same output folder?')
 
 
+# one seed's chain of phases: its data set, folder, seed, training-set size and progress label
+Chain = collections.namedtuple('Chain', 'data out seed n_train label')
+
+
 def train(data, out, recipe, seed, n_train, strategy, chief, label='', precision='float32', jobs=1, idle=None):
-    """Every phase of one seed into `out`, skipping those done with the same settings (done.json),
-    up to `jobs` at a time (myschedule.run); each finished one is recorded at once. idle(models):
-    what a free slot does (myschedule.run; reproduce.py evaluates the rows already trained: at the
-    end of a seed one phase runs alone and leaves the CPU partly idle). Returns the training wall
-    time (all runs of this command into `out` together)."""
+    """Every phase of one seed into `out` (train_chains with one chain). Returns its training wall time."""
+    return train_chains([Chain(data, out, seed, n_train, label)], recipe, strategy, chief, precision, jobs, idle)[out]
+
+
+def train_chains(chains, recipe, strategy, chief, precision='float32', jobs=1, idle=None):
+    """Every phase of every chain (one seed each, into its own folder), skipping those done with the
+    same settings (each folder's done.json), up to `jobs` at a time (myschedule.run): one schedule
+    for all chains, so that while one chain's last phase trains alone the next chain's first
+    starts beside it (with one at a time, chain after chain). Each finished phase is recorded at
+    once. idle(models): what a free slot does (myschedule.run; reproduce.py evaluates the rows
+    already trained). Returns {folder: training wall time}, over every run of this command into
+    it: while several chains train, each is counted a share of the time (so the times add up to
+    the time the training took)."""
     from tqdm import tqdm
     from myfiles import Damaged, read_json, write_text
-    os.makedirs(out, exist_ok=True)
-    state_path = os.path.join(out, 'done.json')
-    try:
-        done = read_json(state_path, lambda d: isinstance(d, dict)) or {}
-    except Damaged as e:   # no phase is taken as done on a record that cannot be read
-        print(f'note: {e}; every phase of {out} is run again (those with a checkpoint resume from it)', file=sys.stderr)
-        done = {}
-    wall, t0 = done.get('_wall', 0.0), time.time()
-    wall = wall if isinstance(wall, (int, float)) else 0.0
-    phases = plan(data, out, recipe, seed, precision)
-    finished_before = set()   # done with these settings, and so is every model it read (a plan's order)
-    for p in phases:
-        if is_done(done.get(p.key), p) and os.path.exists(p.key) and all(k in finished_before for k in p.needs):
-            finished_before.add(p.key)
+    of, todo, finished_before, clock = {}, [], set(), {'t': time.time(), 'running': collections.Counter()}
+    lock = threading.Lock()
+    for c in chains:
+        os.makedirs(c.out, exist_ok=True)
+        state_path = os.path.join(c.out, 'done.json')
+        try:
+            done = read_json(state_path, lambda d: isinstance(d, dict)) or {}
+        except Damaged as e:   # no phase is taken as done on a record that cannot be read
+            print(f'note: {e}; every phase of {c.out} is run again (those with a checkpoint resume from it)',
+                  file=sys.stderr)
+            done = {}
+        wall = done.get('_wall', 0.0)
+        c_state = dict(chain=c, path=state_path, done=done, wall=wall if isinstance(wall, (int, float)) else 0.0)
+        phases = plan(c.data, c.out, recipe, c.seed, precision)
+        c_state['n'] = len(phases)
+        for p in phases:   # done with these settings, and so is every model it read (a plan's order)
+            if is_done(done.get(p.key), p) and os.path.exists(p.key) and all(k in finished_before for k in p.needs):
+                finished_before.add(p.key)
+            of[p.key] = c_state
+        todo += [p for p in phases if p.key not in finished_before]
     procs = set()   # the phases' processes, while they run
 
+    def tick(key=None, change=0):
+        """Share the time since the last tick among the chains that had a phase running; then a
+        phase of `key`'s chain starts (change 1) or ends (-1)."""
+        with lock:
+            now, running = time.time(), clock['running']
+            active = [o for o, n in running.items() if n > 0]
+            for o in active:
+                of_out[o]['wall'] += (now - clock['t']) / len(active)
+            clock['t'] = now
+            if key is not None:
+                running[of[key]['chain'].out] += change
+    of_out = {st['chain'].out: st for st in of.values()}
+
     def start(p, slot):
-        desc = f'{label}{p.name} [{p.number + 1}/{len(phases)}]'
-        with tqdm(total=steps_of(p.settings, n_train), desc=desc, unit='step', disable=None, leave=False,
-                  position=slot) as bar:
-            if bar.disable:   # no terminal, so no bar: say at least when each phase starts
-                tqdm.write(f'{desc}: started')
-            return run_phase(p.script, p.args, p.key, bar, strategy, procs,
-                             report='epoch' if data.endswith('_validation') else 'end')
+        st = of[p.key]
+        c = st['chain']
+        desc = f'{c.label}{p.name} [{p.number + 1}/{st["n"]}]'
+        tick(p.key, 1)
+        try:
+            with tqdm(total=steps_of(p.settings, c.n_train), desc=desc, unit='step', disable=None, leave=False,
+                      position=slot) as bar:
+                if bar.disable:   # no terminal, so no bar: say at least when each phase starts
+                    tqdm.write(f'{desc}: started')
+                return run_phase(p.script, p.args, p.key, bar, strategy, procs,
+                                 report='epoch' if c.data.endswith('_validation') else 'end')
+        finally:
+            tick(p.key, -1)
 
     def finished(p, stdout):
+        st = of[p.key]
         if chief:
-            done[p.key] = p.settings.record()
-            done['_wall'] = wall + time.time() - t0
-            write_text(state_path, json.dumps(done, indent=1))
+            st['done'][p.key] = p.settings.record()
+            st['done']['_wall'] = st['wall']
+            write_text(st['path'], json.dumps(st['done'], indent=1))
         else:
-            wait_for_chief(state_path, p)
-        tqdm.write(f'{label}{p.name}: {stdout.strip().splitlines()[-1]}')
+            wait_for_chief(st['path'], p)
+        tqdm.write(f'{st["chain"].label}{p.name}: {stdout.strip().splitlines()[-1]}')
         sys.stdout.flush()
 
     def stop():   # the phases still running: SIGINT, on which their scripts keep their last checkpoint
@@ -235,9 +273,8 @@ def train(data, out, recipe, seed, n_train, strategy, chief, label='', precision
             except OSError:
                 pass
 
-    myschedule.run([p for p in phases if p.key not in finished_before], start, jobs, finished, stop, idle,
-                   done=finished_before)
-    return wall + time.time() - t0
+    myschedule.run(todo, start, jobs, finished, stop, idle, done=finished_before)
+    return {o: st['wall'] for o, st in of_out.items()}
 
 
 @functools.cache   # built once a process: the idle evaluations call evaluate() per seed and call
@@ -345,10 +382,11 @@ def main():
                    help='for every phase: one device, all local GPUs, or the machines in TF_CONFIG (then run '
                    'this same command on each, with an output folder they all see)')
     p.add_argument('--jobs', type=mycli.positive_int, default=JOBS,
-                   help=f'phases trained at the same time, each in its own process once the models it reads are '
-                   f'made (default {JOBS}: a phase at batch 8 leaves a few CPU cores partly idle, so two side by '
-                   'side finish sooner; the numbers are the same as one at a time; a free slot evaluates the rows '
-                   'already trained). multiworker: always 1')
+                   help=f'phases trained at the same time, of any seed, each in its own process once the models '
+                   f'it reads are made (default {JOBS}: a phase at batch 8 leaves a few CPU cores partly idle, so two '
+                   'side by side finish sooner, and the next seed starts beside the last phase of one; the numbers '
+                   'are the same as one at a time; a free slot evaluates the rows already trained). multiworker: '
+                   'always 1')
     args = p.parse_args()
     args.recipe = args.recipe or ('biased' if args.dataset == 'biased_mnist' else 'fast')
     args.precision = args.precision or PRECISION[args.recipe]
@@ -379,25 +417,23 @@ def main():
         import myrun
         myrun.setup()
 
-    def idle(seed):
-        """What a free slot does while `seed` trains: the rows trained so far (every earlier seed's,
-        and this seed's done ones) are evaluated, so that the evaluation at the end has less to do
-        (the same numbers: evaluation.json keeps them). A failure is left to that evaluation."""
+    def idle(done):
+        """What a free slot does: the rows trained so far (`done`: the models finished) are
+        evaluated, so that the evaluation at the end has less to do (the same numbers:
+        evaluation.json keeps them). A failure is left to that evaluation."""
         from tqdm import tqdm
+        for s in [s for s in seeds if any(m in done for m in models(s).values())]:
+            try:
+                evaluate(folders[s], {r: m for r, m in models(s).items() if m in done},
+                         args.dataset, test_subset, precision=args.precision,
+                         say=lambda row: tqdm.write(f'{label(s)}{row}: evaluated beside the training'))
+            except Exception:
+                return
 
-        def evaluate_done(done):
-            for s in seeds[:seeds.index(seed) + 1]:
-                try:
-                    evaluate(folders[s], {r: m for r, m in models(s).items() if s != seed or m in done},
-                             args.dataset, test_subset, precision=args.precision,
-                             say=lambda row: tqdm.write(f'{label(s)}{row}: evaluated beside the training'))
-                except Exception:
-                    return
-        return evaluate_done
-
-    walls = {s: train(data, folders[s], args.recipe, s, n_train, args.strategy, chief, label=label(s),
-                      precision=args.precision, jobs=args.jobs, idle=idle(s) if evaluate_early else None)
-             for s in seeds}
+    chains = [Chain(data, folders[s], s, n_train, label(s)) for s in seeds]
+    walls = train_chains(chains, args.recipe, args.strategy, chief, precision=args.precision, jobs=args.jobs,
+                         idle=idle if evaluate_early else None)
+    walls = {s: walls[folders[s]] for s in seeds}
     if not chief:
         print(f'this worker took part in every phase; the chief writes the models and {out}/table.md')
         return
@@ -432,12 +468,10 @@ def biased(args, out, chief):
     seeds = list(range(args.seed, args.seed + args.seeds))
     data = {rho: f'biased_mnist_{rho:g}' + ('_validation' if args.validation else '') for rho in args.rho}
     folder = lambda rho, s: os.path.join(out, f'rho-{rho:g}', f'seed-{s}')
-    walls = {}
-    for rho in args.rho:
-        n_train = len(md.dataset(data[rho]).train[1])
-        for s in seeds:
-            walls[rho, s] = train(data[rho], folder(rho, s), args.recipe, s, n_train, args.strategy, chief,
-                                  label=f'rho {rho:g}, seed {s}: ', precision=args.precision, jobs=args.jobs)
+    n_train = {rho: len(md.dataset(data[rho]).train[1]) for rho in args.rho}
+    chains = [Chain(data[rho], folder(rho, s), s, n_train[rho], f'rho {rho:g}, seed {s}: ') for rho in args.rho for s in seeds]
+    walls = train_chains(chains, args.recipe, args.strategy, chief, precision=args.precision, jobs=args.jobs)
+    walls = {(rho, s): walls[folder(rho, s)] for rho in args.rho for s in seeds}
     if not chief:
         print(f'this worker took part in every phase; the chief writes the models and {out}/table.md')
         return

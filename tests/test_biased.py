@@ -106,7 +106,7 @@ def test_reproduce_default_recipe(monkeypatch, tmp_path, argv, recipe):
     seen = {}
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(reproduce, 'biased', lambda args, out, chief: seen.update(recipe=args.recipe, out=out))
-    monkeypatch.setattr(reproduce, 'train', lambda *a, **k: (_ for _ in ()).throw(SystemExit(seen.update(recipe=a[2]))))
+    monkeypatch.setattr(reproduce, 'train_chains', lambda chains, recipe, *a, **k: (_ for _ in ()).throw(SystemExit(seen.update(recipe=recipe))))
     monkeypatch.setattr(reproduce.md, 'dataset', lambda name: type('S', (), {'train': (None, [0])}))
     monkeypatch.setattr('sys.argv', ['reproduce.py'] + argv)
     try:

@@ -267,6 +267,49 @@ def test_reproduce_records_each_phase_and_skips_it_then(monkeypatch, tmp_path, c
     assert sorted(again.started) == ['phase2.keras', 'phase3-unet.keras']   # (the U-Net row reads phase 2)
 
 
+class TimedPhases(FakePhases):
+    """Fake phases that take `seconds` each and keep when each ran (folder/model: (start, end))."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds, self.times = seconds, {}
+
+    def __call__(self, script_, args, model, bar, *a, **k):
+        import time
+        t0 = time.time()
+        time.sleep(self.seconds)
+        out = super().__call__(script_, args, model, bar, *a, **k)
+        self.times[os.path.relpath(model, os.path.dirname(os.path.dirname(model)))] = (t0, time.time())
+        return out
+
+
+def test_chains_share_one_schedule(monkeypatch, tmp_path):
+    """Several seeds' chains in one schedule: with two slots the second chain's phase 1 starts
+    beside the first chain's phases (not after its last), each folder records its own phases, and
+    the chains' wall times add up to the time the training took; with one slot, chain after chain."""
+    import json
+    import time
+    import reproduce
+    chains = [reproduce.Chain('mnist_backgrounds', str(tmp_path / f'seed-{s}'), s, 60000, f'seed {s}: ') for s in (0, 1)]
+    fake = TimedPhases(0.2)
+    monkeypatch.setattr(reproduce, 'run_phase', fake)
+    t0 = time.time()
+    walls = reproduce.train_chains(chains, 'fast', 'default', True, jobs=2)
+    took = time.time() - t0
+    assert fake.times['seed-1/phase1.keras'][0] < fake.times['seed-0/phase3-heuristic.keras'][0]
+    for c in chains:
+        done = json.loads((tmp_path / os.path.basename(c.out) / 'done.json').read_text())
+        phases = reproduce.plan(c.data, c.out, 'fast', c.seed)
+        assert all(done[p.key] == p.settings.record() for p in phases) and done['_wall'] == walls[c.out]
+    # 10 phases of 0.2 s, two at a time: about 1 s, shared between the chains
+    assert 0.9 < took < 2.0 and took - 0.3 < sum(walls.values()) <= took and min(walls.values()) > 0.3
+    one = TimedPhases(0.0)
+    monkeypatch.setattr(reproduce, 'run_phase', one)
+    chains = [c._replace(out=c.out + '-one') for c in chains]
+    reproduce.train_chains(chains, 'fast', 'default', True, jobs=1)
+    assert one.started == NAMES + NAMES   # seed 0's, in the plan's order, then seed 1's
+
+
 def test_output_reaches_a_pipe_line_by_line():
     """Printed lines reach a file or a pipe as they are printed (a long run under nohup is
     followed in its log), not when the script ends."""

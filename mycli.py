@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 
 # the choices of the scripts' arguments, each listed once
@@ -31,6 +32,16 @@ class UserError(Exception):
 
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C during a training run; the message says how to continue it."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, a batch system's time limit, reproduce.py stopping its phases): handled as
+    Ctrl-C is, so that a run stops where it can be continued, whatever the shell did with SIGINT
+    (a script's background job ignores it)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -284,10 +295,13 @@ def at_end(fn):
 
 def run_main(main):
     """Run a script's main(): bad input and missing resources end in one line on stderr and
-    exit 1; Ctrl-C in a one-line note (how to continue, for a training run) and exit 130."""
+    exit 1; Ctrl-C or SIGTERM in a one-line note (how to continue, for a training run) and exit
+    130 (143 for SIGTERM)."""
+    before = signal.signal(signal.SIGTERM, _terminate)
     try:
         _run_main(main)
     finally:
+        signal.signal(signal.SIGTERM, before)
         while _AT_END:
             _AT_END.pop()()
 
@@ -307,8 +321,10 @@ def _run_main(main):
         print(f'error: {e.strerror or e}{": " + str(e.filename) if e.filename else ""}', file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt as e:
-        print(f'\ninterrupted{"; " + str(e) if isinstance(e, Interrupted) else ""}', file=sys.stderr)
-        sys.exit(130)
+        terminated = isinstance(e, Terminated) or isinstance(e.__context__, Terminated)
+        print(f'\n{"terminated" if terminated else "interrupted"}{"; " + str(e) if isinstance(e, Interrupted) else ""}',
+              file=sys.stderr)
+        sys.exit(143 if terminated else 130)
 
 
 def start_tensorflow():

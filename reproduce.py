@@ -161,7 +161,7 @@ def run_phase(script, args, model, bar, strategy='default', procs=None, report='
     procs.discard(proc)
     for t in readers:
         t.join()
-    if proc.returncode in (130, -2):
+    if proc.returncode in (130, 143, -2, -15):   # Ctrl-C or SIGTERM (stop() below), the checkpoint kept
         raise KeyboardInterrupt
     if proc.returncode != 0:
         last = [l for l in out.get('stderr', '').splitlines() if l.strip()][-1:] or [f'exit status {proc.returncode}']
@@ -266,10 +266,10 @@ def train_chains(chains, recipe, strategy, chief, precision='float32', jobs=1, i
         tqdm.write(f'{st["chain"].label}{p.name}: {stdout.strip().splitlines()[-1]}')
         sys.stdout.flush()
 
-    def stop():   # the phases still running: SIGINT, on which their scripts keep their last checkpoint
-        for proc in list(procs):
+    def stop():   # the phases still running: SIGTERM (a background job may ignore SIGINT), on which
+        for proc in list(procs):   # their scripts stop as on Ctrl-C and keep their last checkpoint
             try:
-                proc.send_signal(signal.SIGINT)
+                proc.send_signal(signal.SIGTERM)
             except OSError:
                 pass
 

@@ -310,6 +310,22 @@ def test_chains_share_one_schedule(monkeypatch, tmp_path):
     assert one.started == NAMES + NAMES   # seed 0's, in the plan's order, then seed 1's
 
 
+@pytest.mark.parametrize('wrapped', [False, True])
+def test_sigterm_stops_a_script_as_ctrl_c_does(wrapped):
+    """SIGTERM (kill; reproduce.py stopping its phases) ends a script in one line and exit 143, also
+    when a training run turns it into its note on how to continue (myrun's fit)."""
+    body = 'os.kill(os.getpid(), signal.SIGTERM); time.sleep(5)'
+    if wrapped:
+        body = (f'def f():\n    try:\n        {body}\n    except KeyboardInterrupt:\n'
+                f'        raise mycli.Interrupted("run the same command with --resume")\n')
+    else:
+        body = f'def f():\n    {body}\n'
+    code = f'import mycli, os, signal, time\n{body}mycli.run_main(f)\n'
+    r = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 143, r.stderr
+    assert r.stderr.strip() == ('terminated; run the same command with --resume' if wrapped else 'terminated')
+
+
 def test_output_reaches_a_pipe_line_by_line():
     """Printed lines reach a file or a pipe as they are printed (a long run under nohup is
     followed in its log), not when the script ends."""

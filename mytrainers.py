@@ -180,11 +180,10 @@ def _gray_to(M, X):
 # Phase 3. A batch is a dict of named parts, built by BackgroundTrainer.batches(): 'image' and
 # 'label', and what the settings need beside them: 'mask' (a data set's own masks), 'background'
 # (back=noise or real), 'noise' (the generator's input, back=adv), and uniform draws per image:
-# 'share' (clean_share, replay), 'cut' (binarize jitter), 'mirror' (back_flip), 'shuffle' (back_shuffle).
-# Every random input
-# is drawn in the input pipeline, per image, so a step is the same whether one device or several
-# replicas share the batch; each draw has a stream of its own (the numbers below), so adding one
-# never changes another.
+# 'share' (clean_share, replay), 'cut' (binarize jitter), 'mirror' (back_flip), 'shuffle'
+# (back_shuffle). Every random input is drawn in the input pipeline, per image, so a step is the same
+# whether one device or several replicas share the batch; each draw has a stream of its own (the
+# numbers below), so adding one never changes another.
 DRAW_STREAMS = {'noise': 7919, 'background': 7919, 'share': 104729, 'cut': 15485863, 'mirror': 32452843,
                 'shuffle': 49979687}
 PER_IMAGE = ('image', 'mask', 'background', 'noise', 'share', 'cut', 'mirror', 'shuffle')
@@ -426,10 +425,10 @@ class Noise(Given):
 class Painted(Black):
     """back=adv: tiles x tiles generator draws per image, each from its own normal noise; with
     replay some images take a background from the pool of past ones instead; with back_flip some
-    are mirrored, with back_shuffle some have their colour channels put in another order (one of the
-    six, each as likely; the same colour on every pixel of the image is changed the same way). The generator maximises the classifier's loss, plus, for 1-channel images (with
-    dim='all' for every image), relu(mean(B) - 0.5), which keeps the backgrounds from going all white;
-    dim='cap' instead bounds each pixel (tiles())."""
+    are mirrored, with back_shuffle some have their colour channels put in another of the six orders.
+    The generator maximises the classifier's loss, plus, for 1-channel images (with dim='all' for
+    every image), relu(mean(B) - 0.5), which keeps the backgrounds from going all white; dim='cap'
+    instead bounds each pixel (tiles())."""
 
     def draws(self):
         t = self.trainer
@@ -465,16 +464,12 @@ class Painted(Black):
             B = fresh = self.tiles(part['noise'])
         if 'mirror' in part:   # (the brightness penalty is the same either way)
             B = tf.where((part['mirror'] < t.back_flip)[:, None, None, None], tf.reverse(B, [2]), B)
-            if not t.replay:
-                fresh = B
         if 'shuffle' in part:   # u < P: the order floor(6 u / P) (u / P is uniform too); else as painted
             u = part['shuffle']
             order = tf.gather(tf.constant(CHANNEL_ORDERS), tf.minimum(tf.cast(6 * u / t.back_shuffle, tf.int32), 5))
             B = tf.where((u < t.back_shuffle)[:, None, None, None], tf.gather(B, order, axis=3, batch_dims=1), B)
-            if not t.replay:
-                fresh = B
-        if n is not None and not t.replay:
-            fresh = B[:n]   # the padding image of an all-clean batch is not one
+        if not t.replay:   # every one is fresh, as shown (but the padding image of an all-clean batch)
+            fresh = B if n is None else B[:n]
         return B, fresh
 
     def loss(self, ce, fresh):

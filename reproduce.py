@@ -205,8 +205,7 @@ def train_chains(chains, recipe, strategy, chief, precision='float32', jobs=1, i
     the time the training took)."""
     from tqdm import tqdm
     from myfiles import Damaged, read_json, write_text
-    of, todo, finished_before, clock = {}, [], set(), {'t': time.time(), 'running': collections.Counter()}
-    lock = threading.Lock()
+    states, of, todo, finished_before = [], {}, [], set()   # a state per chain; `of`: the chain of a phase
     for c in chains:
         os.makedirs(c.out, exist_ok=True)
         state_path = os.path.join(c.out, 'done.json')
@@ -217,34 +216,33 @@ def train_chains(chains, recipe, strategy, chief, precision='float32', jobs=1, i
                   file=sys.stderr)
             done = {}
         wall = done.get('_wall', 0.0)
-        c_state = dict(chain=c, path=state_path, done=done, wall=wall if isinstance(wall, (int, float)) else 0.0)
         phases = plan(c.data, c.out, recipe, c.seed, precision)
-        c_state['n'] = len(phases)
+        st = dict(chain=c, path=state_path, done=done, n=len(phases), running=0,
+                  wall=wall if isinstance(wall, (int, float)) else 0.0)
+        states.append(st)
         for p in phases:   # done with these settings, and so is every model it read (a plan's order)
             if is_done(done.get(p.key), p) and os.path.exists(p.key) and all(k in finished_before for k in p.needs):
                 finished_before.add(p.key)
-            of[p.key] = c_state
+            of[p.key] = st
         todo += [p for p in phases if p.key not in finished_before]
     procs = set()   # the phases' processes, while they run
+    lock, clock = threading.Lock(), [time.time()]
 
-    def tick(key=None, change=0):
+    def tick(st, change):
         """Share the time since the last tick among the chains that had a phase running; then a
-        phase of `key`'s chain starts (change 1) or ends (-1)."""
+        phase of chain `st` starts (change 1) or ends (-1)."""
         with lock:
-            now, running = time.time(), clock['running']
-            active = [o for o, n in running.items() if n > 0]
-            for o in active:
-                of_out[o]['wall'] += (now - clock['t']) / len(active)
-            clock['t'] = now
-            if key is not None:
-                running[of[key]['chain'].out] += change
-    of_out = {st['chain'].out: st for st in of.values()}
+            now, active = time.time(), [x for x in states if x['running']]
+            for x in active:
+                x['wall'] += (now - clock[0]) / len(active)
+            clock[0] = now
+            st['running'] += change
 
     def start(p, slot):
         st = of[p.key]
         c = st['chain']
         desc = f'{c.label}{p.name} [{p.number + 1}/{st["n"]}]'
-        tick(p.key, 1)
+        tick(st, 1)
         try:
             with tqdm(total=steps_of(p.settings, c.n_train), desc=desc, unit='step', disable=None, leave=False,
                       position=slot) as bar:
@@ -253,7 +251,7 @@ def train_chains(chains, recipe, strategy, chief, precision='float32', jobs=1, i
                 return run_phase(p.script, p.args, p.key, bar, strategy, procs,
                                  report='epoch' if c.data.endswith('_validation') else 'end')
         finally:
-            tick(p.key, -1)
+            tick(st, -1)
 
     def finished(p, stdout):
         st = of[p.key]
@@ -274,7 +272,7 @@ def train_chains(chains, recipe, strategy, chief, precision='float32', jobs=1, i
                 pass
 
     myschedule.run(todo, start, jobs, finished, stop, idle, done=finished_before)
-    return {o: st['wall'] for o, st in of_out.items()}
+    return {st['chain'].out: st['wall'] for st in states}
 
 
 @functools.cache   # built once a process: the idle evaluations call evaluate() per seed and call

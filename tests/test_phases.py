@@ -523,7 +523,7 @@ def test_back_shuffle_reorders_the_painted_colours_only():
     orders = [mytrainers.CHANNEL_ORDERS[int(6 * v / 0.6)] if v < 0.6 else (0, 1, 2) for v in u.numpy()]
     assert len(set(orders[:8])) == 6                       # every order is drawn, and some keep theirs
     shown = np.stack([b[..., list(o)] for b, o in zip(B, orders)])
-    B2, fresh = t.painter.paint({'noise': z, 'shuffle': u}, None)
+    B2, fresh, _ = t.painter.paint({'noise': z, 'shuffle': u}, None)
     np.testing.assert_allclose(B2.numpy(), shown, atol=1e-6)
     np.testing.assert_allclose(fresh.numpy(), shown, atol=1e-6)
     assert orders[2] != (0, 1, 2) and np.abs(shown[2] - B[2]).max() > 0.3   # a reorder that shows
@@ -593,6 +593,52 @@ def test_replay_step(mnist_small):
         for w0, w, g in zip(start[m.name], m.trainable_variables, expected[m.name]):
             np.testing.assert_allclose(w0 - w.numpy(), g.numpy(), rtol=1e-3, atol=1e-6)
     assert int(t.past.seen.numpy()) == 8 + fresh.sum()      # only the fresh ones are remembered
+
+
+@pytest.mark.parametrize('kw', [dict(clean_share=0.5, replay=0.25, back_flip=0.5), dict(back_flip=0.5),
+                                dict(clean_share=0.25)], ids=['replay', 'mirror', 'clean'])
+def test_one_backward_pass_gives_the_two_passes_numbers(mnist_small, kw):
+    """The step takes both players' gradients from one backward pass through the classifier
+    (Painted.gradients); the generator's, differentiated through the classifier a second time as
+    the published code does, are the same to the bit, and so are the weights after a few steps."""
+    X, Y = mnist_small
+    rng = np.random.default_rng(3)
+    batches = [{'image': tf.constant(X[i:i + 8]), 'label': tf.constant(Y[i:i + 8]),
+                'noise': tf.constant(rng.normal(size=(8, 4, 16)), tf.float32),
+                'share': tf.constant(rng.random(8), tf.float32), 'mirror': tf.constant(rng.random(8), tf.float32)}
+               for i in range(0, 32, 8)]
+
+    def made():
+        keras.utils.set_random_seed(0)
+        clf, gen = mymodels.classifier((32, 32, 1), 10), mymodels.gen((32, 32, 1), 2)
+        gen.layers[-1].bias.assign(tf.fill(gen.layers[-1].bias.shape, 0.5))   # light: the penalty takes part
+        t = trainer(clf, 'adv', gen=gen, seed=0, history=8, **kw)
+        t.compile(optimizer=keras.optimizers.Adam(1e-3), gen_optimizer=keras.optimizers.Adam(1e-3))
+        t.build_all(X[:1])
+        return t
+
+    def two_passes(t, batch):   # the step as it was: the generator's loss differentiated on its own
+        rows, part = t.painted_part(batch)
+        M, _ = t.masks(part['image'])
+        with tf.GradientTape(persistent=True) as tape:
+            B, fresh, _ = t.painter.paint(part, None if rows is None else tf.size(rows))
+            Z = t.composite(part['image'], M, B)
+            if rows is not None:
+                Z = tf.tensor_scatter_nd_update(batch['image'], rows[:, None], Z[:tf.size(rows)])
+            ce = mytrainers._ce(batch['label'], t.classifier(Z, training=True))
+            adv = t.painter.loss(ce, fresh)
+        t.optimizer.apply(tape.gradient(ce, t.classifier.trainable_variables), t.classifier.trainable_variables)
+        t.painter.learn(tape.gradient(adv, t.gen.trainable_variables), fresh)
+
+    one, two = made(), made()
+    step_one, step_two = tf.function(one.train_step), tf.function(lambda b: two_passes(two, b))
+    for b in batches:
+        b = {k: v for k, v in b.items() if k in one.draws() or k in ('image', 'label')}
+        step_one(b)
+        step_two(b)
+    for a, b in zip(one.classifier.weights + one.gen.weights, two.classifier.weights + two.gen.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert not np.array_equal(one.gen.weights[0].numpy(), made().gen.weights[0].numpy())   # it did learn
 
 
 def test_back_flip_mirrors_the_painted_backgrounds_only(mnist_small):

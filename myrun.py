@@ -136,45 +136,46 @@ def check_replicas(strategy, batch_size):
 # Evaluation after each epoch
 
 class Evaluator:
-    """Accuracy of a classifier on named sets at a large batch size. The tf.data pipelines are
-    built once, so the arrays are not copied again at every epoch, and each set is counted in one
-    call into the graph (a loop over its batches there), not one Python round trip per batch."""
+    """Accuracy of a classifier on named sets at a large batch size. Each set goes into the graph
+    a chunk of CHUNK batches at a time, as the array it is (a few tens of MB copied a call), and
+    the graph loops over the chunk's batches: no Python round trip per batch, and no copy of the
+    sets held beside them (a tf.data pipeline from_tensor_slices held two: 2.8 GB more for the
+    table's 33 test sets of 1.35 GB, the most of reproduce.py's peak memory). A set on disk (a
+    large folder data set) is read a chunk at a time."""
+    CHUNK = 16   # batches a graph call
 
     def __init__(self, sets, batch_size=1024):
         self.names = [n for n, _ in sets]
-        self.data = {n: self._batches(X, Y.astype('int32'), batch_size) for n, (X, Y) in sets}
+        self.sets = {n: (X, Y.astype('int32')) for n, (X, Y) in sets}
         self.sizes = {n: len(Y) for n, (_, Y) in sets}
+        self.batch_size = batch_size
         self._fns = {}
-
-    @staticmethod
-    def _batches(X, Y, batch_size):
-        if X.nbytes <= mydatagen.IN_GRAPH:
-            ds = tf.data.Dataset.from_tensor_slices((X, Y)).batch(batch_size)
-        else:   # a large folder data set: batches cut from the arrays, not a second copy of them
-            spec = (tf.TensorSpec((None,) + X.shape[1:], X.dtype), tf.TensorSpec((None,), tf.int32))
-            ds = tf.data.Dataset.from_generator(
-                lambda: ((X[i:i + batch_size], Y[i:i + batch_size]) for i in range(0, len(X), batch_size)),
-                output_signature=spec)
-        if X.dtype == np.uint8:
-            ds = ds.map(lambda x, y: (mydatagen.to_float(x), y))
-        return ds.prefetch(2)
 
     def _counter(self, model):
         if id(model) not in self._fns:
+            bs = self.batch_size
+
             @tf.function(reduce_retracing=True)
-            def correct(ds):
-                hits = tf.TensorArray(tf.bool, size=0, dynamic_size=True, infer_shape=False)
-                for x, y in ds:
+            def correct(X, Y):   # the batches of a chunk, in order, as tf.data's batch() cut them
+                n = tf.shape(X)[0]
+                hits = tf.TensorArray(tf.bool, size=(n + bs - 1) // bs, infer_shape=False)
+                for k in tf.range((n + bs - 1) // bs):
+                    x = mydatagen.to_float(X[k * bs:(k + 1) * bs])
                     pred = tf.argmax(model(x, training=False), -1, output_type=tf.int32)
-                    hits = hits.write(hits.size(), pred == y)
+                    hits = hits.write(k, pred == Y[k * bs:(k + 1) * bs])
                 return hits.concat()
             self._fns[id(model)] = correct
         return self._fns[id(model)]
 
     def hits(self, model, names=None):
         """Per set, whether each of its images is classified correctly (a bool array, in order)."""
-        correct = self._counter(model)
-        return {n: correct(self.data[n]).numpy() for n in names or self.names}
+        correct, step = self._counter(model), self.CHUNK * self.batch_size
+        out = {}
+        for n in names or self.names:
+            X, Y = self.sets[n]
+            out[n] = np.concatenate([correct(X[i:i + step], Y[i:i + step]).numpy() for i in range(0, len(X), step)]
+                                    or [np.zeros(0, bool)])
+        return out
 
     def __call__(self, model, names=None):
         """Per set, the share of its images classified correctly."""

@@ -212,7 +212,7 @@ def test_disk_array_reads_rows_as_asked(tmp_path, monkeypatch):
     first = next(iter(mydatagen.batches(*data.train, 4, seed=0, augment_data=False)))[0].numpy()
     assert first.dtype == np.float32 and first.shape == (4, 20, 24, 1) and first.max() <= 1
     import myrun
-    monkeypatch.setattr(mydatagen, 'IN_GRAPH', 1000)   # the evaluator's and the pipeline's numpy paths
+    monkeypatch.setattr(mydatagen, 'IN_GRAPH', 1000)   # the pipeline's numpy path
     clf = mymodels_classifier((20, 24, 1))
     acc = myrun.Evaluator(data.sets, 3)(clf)
     assert set(acc) == {'train', 'test', 'field'} and all(0 <= v <= 1 for v in acc.values())

@@ -46,3 +46,34 @@ def test_csv_log_takes_a_column_that_appears_late(tmp_path):
     assert rows == [['epoch', 'loss', 'acc_clean'], ['1', '2.0', ''], ['2', '1.5', ''], ['3', '1.0', '0.9'],
                     ['4', '0.5', '0.95']]
     assert [p.name for p in tmp_path.iterdir()] == ['log.csv']   # no temporary file left
+
+
+@pytest.mark.parametrize('dtype', ['float32', 'uint8'])
+def test_evaluator_counts_every_image_as_the_model_does(monkeypatch, dtype):
+    """The Evaluator's hits are the model's own predictions, image by image and in order, on sets
+    that are not a whole number of batches, span several graph calls (CHUNK), or are empty; uint8
+    images are read as /255. Its graph calls cut the same batches as one batch at a time, so the
+    predictions are the same to the bit."""
+    import keras
+    import numpy as np
+    import myrun
+    monkeypatch.setattr(myrun.Evaluator, 'CHUNK', 2)   # 2 batches a graph call: 23 images take 3 calls
+    rng = np.random.default_rng(0)
+    x = inp = keras.Input((6, 5, 1))
+    model = keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(x)))
+    sets = []
+    for name, n in [('odd', 23), ('one', 1), ('empty', 0)]:
+        X = rng.integers(0, 256, (n, 6, 5, 1)).astype(np.uint8)
+        X = X if dtype == 'uint8' else X.astype(np.float32) / 255
+        Y = rng.integers(0, 3, n)
+        sets.append((name, (X, Y)))
+    ev = myrun.Evaluator(sets, batch_size=4)
+    hits = ev.hits(model)
+    assert list(hits) == ['odd', 'one', 'empty']
+    for name, (X, Y) in sets:
+        assert hits[name].dtype == bool and hits[name].shape == (len(Y),)
+        if len(Y):
+            Xf = X.astype(np.float32) / 255 if dtype == 'uint8' else X
+            pred = np.concatenate([np.argmax(model(Xf[i:i + 4], training=False), -1) for i in range(0, len(X), 4)])
+            np.testing.assert_array_equal(hits[name], pred == Y)
+    assert ev(model, ['odd']) == {'odd': hits['odd'].mean()}

@@ -147,7 +147,6 @@ class Evaluator:
     def __init__(self, sets, batch_size=1024):
         self.names = [n for n, _ in sets]
         self.sets = {n: (X, Y.astype('int32')) for n, (X, Y) in sets}
-        self.sizes = {n: len(Y) for n, (_, Y) in sets}
         self.batch_size = batch_size
         self._fns = {}
 
@@ -157,9 +156,9 @@ class Evaluator:
 
             @tf.function(reduce_retracing=True)
             def correct(X, Y):   # the batches of a chunk, in order, as tf.data's batch() cut them
-                n = tf.shape(X)[0]
-                hits = tf.TensorArray(tf.bool, size=(n + bs - 1) // bs, infer_shape=False)
-                for k in tf.range((n + bs - 1) // bs):
+                batches = (tf.shape(X)[0] + bs - 1) // bs
+                hits = tf.TensorArray(tf.bool, size=batches, infer_shape=False)
+                for k in tf.range(batches):
                     x = mydatagen.to_float(X[k * bs:(k + 1) * bs])
                     pred = tf.argmax(model(x, training=False), -1, output_type=tf.int32)
                     hits = hits.write(k, pred == Y[k * bs:(k + 1) * bs])
@@ -179,7 +178,7 @@ class Evaluator:
 
     def __call__(self, model, names=None):
         """Per set, the share of its images classified correctly."""
-        return {n: int(h.sum()) / self.sizes[n] for n, h in self.hits(model, names).items()}
+        return {n: int(h.sum()) / len(h) for n, h in self.hits(model, names).items()}
 
 
 class EpochReport(keras.callbacks.Callback):

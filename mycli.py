@@ -149,9 +149,10 @@ def training_args(p, settings):
     p.add_argument('--epochs', type=positive_int)
     p.add_argument('--batchsize', type=positive_int, help='training batch size')
     p.add_argument('--eval-batchsize', type=positive_int, help='evaluation batch size')
-    p.add_argument('--report', choices=['epoch', 'end'],
-                   help='evaluate the test sets after every epoch (epoch, the published) or after the last one only '
-                   '(end: the same model and final line, less time; reproduce.py uses it for test-set runs)')
+    p.add_argument('--report', choices=['epoch', 'end', 'none'],
+                   help='evaluate the test sets after every epoch (epoch, the published), after the last one only '
+                   '(end: the same model and final line, less time), or never (none: the same model, no final '
+                   'line; reproduce.py uses it for test-set runs, and evaluates the saved models itself)')
     p.add_argument('--seed', type=seed, help=SEED_HELP)
     p.add_argument('--resume', action='store_true', help='continue an interrupted run from its last checkpoint')
     p.add_argument('--subset', type=positive_int, help='use only the first N training images')

@@ -5,7 +5,7 @@ after each epoch, the CSV log, checkpoints and resume, the NaN guard, and the en
     run = myrun.Run(s.output, s.record(), s.resume, myrun.is_chief(strategy))
     start = run.restore(trainer)                            # epochs already done (resume)
     run.fit(trainer, batches, steps, epochs, report)       # checkpoint and log every epoch
-    run.finish(accuracies, {output: model})                 # CSV line, atomic saves
+    run.finish(report.final(), {output: model})             # CSV line, atomic saves
 
 Files of a run (beside OUTPUT): OUTPUT-log.csv, one row per epoch; OUTPUT-checkpoint/epoch-NNNN/,
 the whole state after the last finished epoch, removed once the final model is saved.
@@ -183,29 +183,41 @@ class Evaluator:
 
 class EpochReport(keras.callbacks.Callback):
     """After each epoch: accuracy of `classifier` on the named sets (all by default), added to the
-    epoch's logs, which fit's progress line and the CSV log show. `fixed`: numbers computed once
-    (phase 2, whose classifier is frozen and whose accuracies cannot change). `weights`: a context
-    in which the classifier holds the weights to report (phase 3's averaged ones). every=False
-    (--report end): after the last epoch only; evaluating changes nothing in training, so the
-    model is the same to the bit, and the final line too."""
+    epoch's logs, which fit's progress line and the CSV log show; final(): the accuracies of the
+    run's closing line (every set). `weights`: a context in which the classifier holds the weights
+    to report (phase 3's averaged ones). frozen: the classifier does not learn (phase 2), so it is
+    evaluated once. when (--report): 'epoch' after every epoch (published); 'end' after the last
+    only; 'none' never, and no closing line (reproduce.py evaluates the saved models itself).
+    Evaluating changes nothing in training, so the model is the same to the bit whichever."""
 
-    def __init__(self, evaluator, classifier, names=None, fixed=None, weights=contextlib.nullcontext, every=True):
+    def __init__(self, evaluator, classifier, names=None, weights=contextlib.nullcontext, frozen=False, when='epoch'):
         super().__init__()
-        self.evaluator, self.classifier, self.names, self.fixed = evaluator, classifier, names, fixed
-        self.weights, self.every = weights, every
+        self.evaluator, self.classifier, self.names = evaluator, classifier, names
+        self.weights, self.frozen, self.when = weights, frozen, when
         self.last = {}
 
+    def _evaluate(self, names):
+        if self.frozen and self.last and (names is None or set(names) <= set(self.last)):
+            return {n: self.last[n] for n in (names or self.last)}
+        with self.weights():
+            return self.evaluator(self.classifier, names)
+
     def on_epoch_end(self, epoch, logs=None):
-        if not self.every and epoch + 1 < self.params.get('epochs', epoch + 1):
+        if self.when == 'none' or self.when == 'end' and epoch + 1 < self.params.get('epochs', epoch + 1):
             return
-        if self.fixed is not None:
-            acc = self.fixed
-        else:
-            with self.weights():
-                acc = self.evaluator(self.classifier, self.names)
-        self.last = acc
+        self.last = self._evaluate(self.names)
         if logs is not None:   # fit's progress line and the CSV log show them from here
-            logs.update({f'acc_{n}': a for n, a in acc.items()})
+            logs.update({f'acc_{n}': a for n, a in self.last.items()})
+
+    def final(self):
+        """Every set's accuracy for the closing line (None under --report none): the last
+        epoch's if that evaluated every set, else evaluated now."""
+        if self.when == 'none':
+            return None
+        if self.names is None and self.last:
+            return self.last
+        self.last = self._evaluate(None)
+        return self.last
 
 
 # ----------------------------------------------------------------------------------------------
@@ -379,11 +391,12 @@ class Run:
             raise mycli.Interrupted(f'run the same command with --resume to continue from {self.directory}')
 
     def finish(self, accuracies, models, class_names=None):
-        """The end of every phase: the published CSV line on stdout, each model saved atomically
-        ({path: model}) with, for a data set whose classes have names (a folder), the names
-        beside it (NAME-classes.txt), then the checkpoint removed (a kill before that only means
-        redoing this)."""
-        print(csv_line(accuracies.values()), flush=True)
+        """The end of every phase: the published CSV line on stdout (none if `accuracies` is None:
+        --report none), each model saved atomically ({path: model}) with, for a data set whose
+        classes have names (a folder), the names beside it (NAME-classes.txt), then the checkpoint
+        removed (a kill before that only means redoing this)."""
+        if accuracies is not None:
+            print(csv_line(accuracies.values()), flush=True)
         if not self.chief:
             print('not saved here: this worker is not the chief', file=sys.stderr)
             return
@@ -423,11 +436,11 @@ def train_classifier(model, data, output, record, s, strategy):
     with strategy.scope():
         start = run.restore(model)
     evaluator = Evaluator(data.sets, s.eval_batchsize)
-    report = EpochReport(evaluator, model, names=[data.tests[-1][0]], every=s.report == 'epoch')   # the last test set
+    report = EpochReport(evaluator, model, names=[data.tests[-1][0]], when=s.report)   # the last test set
     batches = mydatagen.distribute(strategy, s.batchsize, lambda part: mydatagen.batches(
         X, Y, s.batchsize, seed=s.seed, start_epoch=start, part=part, flip=s.flip, warp=s.warp))
     run.fit(model, batches, len(X) // s.batchsize, s.epochs, report)
-    run.finish(evaluator(model), {output: model}, data.class_names)
+    run.finish(report.final(), {output: model}, data.class_names)
 
 
 def classes_path(model_path):

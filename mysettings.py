@@ -30,7 +30,7 @@ class Training:
     epochs: int = 100
     batchsize: int = 8
     eval_batchsize: int = 1024    # evaluation only: big batches, the same numbers, far less overhead
-    report: str = 'epoch'         # accuracies after every epoch (published), or 'end': after the last only
+    report: str = 'epoch'         # accuracies after every epoch (published), 'end': after the last only, 'none': never
     seed: int = mycli.SEED
     resume: bool = False
     subset: Optional[int] = None

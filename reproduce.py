@@ -133,13 +133,20 @@ def is_done(record, phase):
     return record in (phase.settings.record(), ' '.join(map(str, [phase.script] + phase.args)))
 
 
-def run_phase(script, args, model, bar, strategy='default', procs=None, report='end'):
+def report_mode(data):
+    """The phases' --report (run_phase): every epoch on validation data, else none."""
+    return 'epoch' if data.endswith('_validation') else 'none'
+
+
+def run_phase(script, args, model, bar, strategy='default', procs=None, report='none'):
     """Run one phase script (resuming its own checkpoint if there is one), moving `bar` as it
     reports its finished steps. Returns its output; raises UserError with its last error line if
     it fails. The process is kept in the set `procs` while it runs (so that it can be stopped).
-    report: when the script evaluates its test sets (--report): 'end' for the table (the epochs
-    between are read by no one, and on the test sets should not be), 'epoch' for validation runs
-    (their per-epoch logs are what recipes are studied on)."""
+    report: when the script evaluates its sets (--report): 'none' for the table (which evaluates
+    the saved models itself: the epochs between are read by no one, and on the test sets should
+    not be, and the phase's closing evaluation of the training set and its 7 test sets, about a
+    tenth of a seed's computing, would only be done twice), 'epoch' for validation runs (their
+    per-epoch logs are what recipes are studied on)."""
     cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), script)] + \
         [str(a) for a in args] + ['--output', model, '--resume', '--strategy', strategy, '--report', report]
     progress_r, progress_w = os.pipe()
@@ -248,8 +255,7 @@ def train_chains(chains, recipe, strategy, chief, precision='float32', jobs=1, i
                       position=slot) as bar:
                 if bar.disable:   # no terminal, so no bar: say at least when each phase starts
                     tqdm.write(f'{desc}: started')
-                return run_phase(p.script, p.args, p.key, bar, strategy, procs,
-                                 report='epoch' if c.data.endswith('_validation') else 'end')
+                return run_phase(p.script, p.args, p.key, bar, strategy, procs, report_mode(c.data))
         finally:
             tick(st, -1)
 
@@ -261,7 +267,8 @@ def train_chains(chains, recipe, strategy, chief, precision='float32', jobs=1, i
             write_text(st['path'], json.dumps(st['done'], indent=1))
         else:
             wait_for_chief(st['path'], p)
-        tqdm.write(f'{st["chain"].label}{p.name}: {stdout.strip().splitlines()[-1]}')
+        said = 'done' if report_mode(st['chain'].data) == 'none' else stdout.strip().splitlines()[-1]   # its closing line
+        tqdm.write(f'{st["chain"].label}{p.name}: {said}')
         sys.stdout.flush()
 
     def stop():   # the phases still running: SIGTERM (a background job may ignore SIGINT), on which

@@ -59,8 +59,8 @@ def main():
     with strategy.scope():
         start = run.restore(trainer)
 
-    # the classifier is frozen: its accuracies are computed once and reported at every epoch
-    accuracies = myrun.Evaluator(data.sets, s.eval_batchsize)(classifier)
+    # the classifier is frozen: its accuracies are computed once (--report none: never)
+    report = myrun.EpochReport(myrun.Evaluator(data.sets, s.eval_batchsize), classifier, frozen=True, when=s.report)
     pictures = []
     if s.debug and run.chief:
         shown = mydatagen.to_float(Xtr[np.linspace(0, len(Xtr), DEBUG_IMAGES, endpoint=False, dtype=int)])
@@ -69,9 +69,9 @@ def main():
         pictures.append(mytrainers.MaskAgreement(unet, data, s.binarize_mask, s.area))
     batches = mydatagen.distribute(strategy, s.batchsize, lambda part: mydatagen.batches(
         Xtr, Ytr, s.batchsize, seed=s.seed, start_epoch=start, part=part, flip=s.flip, warp=s.warp))
-    run.fit(trainer, batches, steps, s.epochs, myrun.EpochReport(None, classifier, fixed=accuracies), *pictures)
+    run.fit(trainer, batches, steps, s.epochs, report, *pictures)
 
-    run.finish(accuracies, {s.output: unet}, data.class_names)
+    run.finish(report.final(), {s.output: unet}, data.class_names)
 
 
 if __name__ == '__main__':

@@ -99,7 +99,7 @@ def main():
         start = run.restore(trainer)
 
     evaluator = myrun.Evaluator(data.sets, s.eval_batchsize)
-    report = myrun.EpochReport(evaluator, classifier, weights=trainer.average.averaged, every=s.report == 'epoch')
+    report = myrun.EpochReport(evaluator, classifier, weights=trainer.average.averaged, when=s.report)
     callbacks = [mytrainers.FreshGenerators(trainer)] if trainer.generator_every else []
     if s.imsave and run.chief:
         shown = [(n, mydatagen.to_float(X[:IMSAVE_IMAGES]), data.masks[n][:IMSAVE_IMAGES] if manual else None)
@@ -119,7 +119,7 @@ def main():
     run.fit(trainer, mydatagen.distribute(strategy, s.batchsize, pipeline), steps, s.epochs, report, *callbacks)
 
     trainer.average.adopt()
-    run.finish(report.last or evaluator(classifier), {s.output: classifier, **({s.companion('back'): gen} if gen else {})},
+    run.finish(report.final(), {s.output: classifier, **({s.companion('back'): gen} if gen else {})},
                data.class_names)
 
 

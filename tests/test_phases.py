@@ -1,6 +1,7 @@
 """The three phases, evaluate and evaluate_seg: the training steps in-process (unit tier), and
 end to end on the shared smoke chain and small real MNIST subsets (slow): every background and
 binarize mode, pictures, and each bad input (Ctrl-C and kills: test_faults.py)."""
+import json
 import os
 
 import keras
@@ -12,6 +13,7 @@ import mycli
 import mydatagen
 import mydatasets
 import mymodels
+import myreport
 import mysettings
 import mytrainers
 from helpers import csv_numbers, inprocess, one_line_error, script
@@ -19,23 +21,22 @@ from helpers import csv_numbers, inprocess, one_line_error, script
 SMALL = ['--subset', 64, '--test-subset', 64, '--batchsize', 32, '--seed', 1]
 
 
-def phase_lines(chain):
-    """The CSV line each phase printed, by phase, from reproduce.py's output."""
-    return {l.split(': ', 1)[0]: l.split(': ', 1)[1] for l in chain['stdout'].splitlines() if '.py-' in l}
+def finished_phases(stdout):
+    """The phases reproduce.py said were done, in the order they ended."""
+    return [l.split(': ', 1)[0] for l in stdout.splitlines() if l.endswith(': done')]
 
 
 @pytest.mark.slow
 def test_phase_models_and_logs(smoke_chain):
-    d, lines = smoke_chain['dir'], phase_lines(smoke_chain)
-    order = [l.split(': ', 1)[0] for l in smoke_chain['stdout'].splitlines() if '.py-' in l]
+    d = smoke_chain['dir']
+    order = finished_phases(smoke_chain['stdout'])
     assert sorted(order) == sorted(['phase 1', 'phase 3 (heuristic mask)', 'phase 2', 'phase 3 (U-Net mask)',
                                     'attention-guided CNN'])   # one line a phase, as it ends (two run side by side)
     assert order[0] == 'phase 1' and order.index('phase 2') < order.index('phase 3 (U-Net mask)')
-    assert lines['phase 1'].startswith('train1.py-mnist_backgrounds')
-    acc = csv_numbers(lines['phase 1'])
-    assert len(acc) == 8 and all(0 <= a <= 1 for a in acc)
-    assert acc[1] > 0.15   # one epoch on 512 digits: above chance on clean digits
-    assert csv_numbers(lines['phase 2'])[1:] == acc[1:]   # the classifier is frozen (its test accuracies)
+    # the phases evaluated nothing (--report none): the table evaluated their models
+    assert not any(l.split(': ', 1)[-1].startswith('train') for l in smoke_chain['stdout'].splitlines())
+    clean = json.loads((d / 'evaluation.json').read_text())['Traditional']['columns']['clean']
+    assert clean > 15   # one epoch on 512 digits: above chance on clean digits
     for name, kind in [('phase1', 'classifier'), ('phase2', 'unet'), ('phase3-heuristic', 'classifier'),
                        ('phase3-unet', 'classifier'), ('phase3-unet-back', 'gen'), ('attention', 'classifier')]:
         assert mymodels.kind_of(mymodels.load(str(d / f'{name}.keras'))) == kind
@@ -46,19 +47,23 @@ def test_phase_models_and_logs(smoke_chain):
 
 
 @pytest.mark.slow
-def test_evaluate_gives_what_phase3_reported(smoke_chain):
-    d, lines = smoke_chain['dir'], phase_lines(smoke_chain)
+def test_evaluate_gives_what_the_table_evaluated(smoke_chain):
+    d = smoke_chain['dir']
+    table, f32 = json.loads((d / 'evaluation.json').read_text()), {}
     # (the attention model: test_attention_baseline_end_to_end)
-    for name, phase in [('phase3-heuristic', 'phase 3 (heuristic mask)'), ('phase3-unet', 'phase 3 (U-Net mask)')]:
+    for name, row in [('phase3-heuristic', 'Proposal (heuristic mask)'), ('phase3-unet', 'Proposal (U-Net mask)')]:
         r = inprocess('evaluate.py', 'mnist_backgrounds', d / f'{name}.keras', '--subset', 512, '--test-subset', 200)
         assert r.returncode == 0, r.stderr
-        # evaluate prints the accuracies alone, the same numbers phase 3 reported
-        assert [float(v) for v in r.stdout.strip().split(',')] == csv_numbers(lines[phase])
+        # evaluate.py prints the accuracies alone (the training set's, then the 7 test sets'): on the
+        # clean set and the six backgrounds, the numbers reproduce.py's table has
+        cols, f32[name] = table[row]['columns'], [float(v) for v in r.stdout.strip().split(',')]
+        got = [100 * v for v in f32[name]][1:8]
+        assert got == pytest.approx([cols[c] for c in myreport.COLUMNS[:7]], abs=1e-9)
     # in bfloat16: the same model, computing in bfloat16: a few images of 200 may change their class
     r = inprocess('evaluate.py', 'mnist_backgrounds', d / 'phase3-unet.keras', '--subset', 512, '--test-subset', 200,
                   '--precision', 'bfloat16')
     assert r.returncode == 0, r.stderr
-    diff = np.abs(np.array([float(v) for v in r.stdout.strip().split(',')]) - csv_numbers(lines['phase 3 (U-Net mask)']))
+    diff = np.abs(np.array([float(v) for v in r.stdout.strip().split(',')]) - f32['phase3-unet'])
     assert diff.max() <= 0.03, diff
     r = inprocess('evaluate.py', 'mnist_backgrounds', d / 'phase1.keras', '--test-subset', 100, '--subset', 10,
                '--no-halo', '--names')
@@ -72,13 +77,15 @@ def test_evaluate_gives_what_phase3_reported(smoke_chain):
 
 @pytest.mark.slow
 def test_attention_baseline_end_to_end(smoke_chain, tmp_path):
-    """train_att.py: the global branch trained first (as phase 1: the same numbers as train1.py),
+    """train_att.py: the global branch trained first (as phase 1: the same weights as train1.py's),
     or taken from a phase-1 file; the saved model is a classifier that evaluate.py takes."""
     small = ['--epochs', 1, '--subset', 512, '--test-subset', 200, '--batchsize', 32, '--seed', 0]
     r = script('train_att.py', 'mnist_backgrounds', *small, '--output', tmp_path / 'att.keras')
     assert r.returncode == 0, r.stderr[-2000:]
     first, second = [l for l in r.stdout.splitlines() if l.startswith('train_att.py')]
-    assert csv_numbers(first) == csv_numbers(phase_lines(smoke_chain)['phase 1'])   # exactly phase 1
+    phase1 = mymodels.load(str(smoke_chain['dir'] / 'phase1.keras')).get_weights()   # the smoke chain's phase 1
+    assert all(np.array_equal(a, b) for a, b in zip(mymodels.load(str(tmp_path / 'att-global.keras')).get_weights(),
+                                                     phase1))   # exactly phase 1
     assert (tmp_path / 'att-global.keras').exists() and (tmp_path / 'att.keras').exists()
     ev = inprocess('evaluate.py', 'mnist_backgrounds', tmp_path / 'att.keras', '--subset', 512, '--test-subset', 200)
     assert [float(v) for v in ev.stdout.split(',')] == csv_numbers(second)
@@ -771,24 +778,28 @@ def test_gen_span_stops_the_generator(real_data, tmp_path):
     assert not same('classifier')
 
 
-@pytest.mark.slow   # two whole (small) runs of train3.py
-def test_report_end_trains_the_same(real_data, tmp_path):
-    """--report end (what reproduce.py's test-set runs use) skips the evaluations between epochs
-    only: the same classifier to the bit and the same final line as --report epoch; its log has the
-    accuracies on the last epoch's row only."""
+@pytest.mark.slow   # three whole (small) runs of train3.py
+def test_report_end_and_none_train_the_same(real_data, tmp_path):
+    """--report end skips the evaluations between epochs only: the same classifier to the bit and
+    the same final line as --report epoch, its log with the accuracies on the last epoch's row
+    only. --report none (what reproduce.py's test-set runs use): the same classifier, no final
+    line, no accuracies in the log."""
     import csv
     clf = tmp_path / 'c.keras'
     mymodels.save(mymodels.classifier((32, 32, 1), 10), str(clf))
     lines, weights = {}, {}
-    for report in ('epoch', 'end'):
+    for report in ('epoch', 'end', 'none'):
         out = tmp_path / f'{report}.keras'
         r = inprocess('train3.py', 'mnist', clf, 'heuristic', 'otsu', 'adv', '--epochs', 2, '--subset', 64,
                       '--test-subset', 32, '--batchsize', 16, '--average', 4, '--clean-share', 0.5, '--report', report,
                       '--output', out)   # in this process: the same code, without two TensorFlow start-ups
         assert r.returncode == 0, r.stderr
-        lines[report] = r.stdout.strip().splitlines()[-1].split(',')[1:]
+        lines[report] = [l.split(',')[1:] for l in r.stdout.splitlines() if l.startswith('train3.py')]
         weights[report] = mymodels.load(str(out)).get_weights()
-    assert lines['epoch'] == lines['end']
-    assert all(np.array_equal(a, b) for a, b in zip(weights['epoch'], weights['end']))
+    assert len(lines['epoch']) == 1 and lines['epoch'] == lines['end'] and lines['none'] == []
+    for report in ('end', 'none'):
+        assert all(np.array_equal(a, b) for a, b in zip(weights['epoch'], weights[report]))
     rows = list(csv.DictReader(open(tmp_path / 'end-log.csv')))
     assert [r['acc_test'] != '' for r in rows] == [False, True] and all(r['ce'] for r in rows)
+    rows = list(csv.DictReader(open(tmp_path / 'none-log.csv')))
+    assert len(rows) == 2 and all(r['ce'] for r in rows) and not any(k.startswith('acc_') for k in rows[0])

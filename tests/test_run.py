@@ -14,13 +14,14 @@ class CountingEvaluator:
         return {'clean': 0.5 + 0.1 * self.calls}
 
 
-@pytest.mark.parametrize('every, evaluated', [(True, [1, 2, 3]), (False, [3])])
-def test_report_end_evaluates_after_the_last_epoch_only(every, evaluated):
-    """--report end: the test sets are evaluated after the last epoch only; the final line's
-    numbers (report.last) are then those of the last epoch's one evaluation."""
+@pytest.mark.parametrize('when, evaluated', [('epoch', [1, 2, 3]), ('end', [3]), ('none', [])])
+def test_report_evaluates_when_asked(when, evaluated):
+    """--report end: the sets are evaluated after the last epoch only, and the closing line's
+    numbers (final()) are that one evaluation's, not a second; --report none: never, and no
+    closing numbers (reproduce.py evaluates the saved model itself)."""
     import myrun
     ev = CountingEvaluator()
-    report = myrun.EpochReport(ev, classifier=None, every=every)
+    report = myrun.EpochReport(ev, classifier=None, when=when)
     report.set_params({'epochs': 3, 'steps': 1})
     seen = []
     for epoch in range(3):
@@ -29,7 +30,33 @@ def test_report_end_evaluates_after_the_last_epoch_only(every, evaluated):
         if 'acc_clean' in logs:
             seen.append(epoch + 1)
     assert seen == evaluated and ev.calls == len(evaluated)
-    assert report.last == {'clean': 0.5 + 0.1 * len(evaluated)}
+    final = report.final()
+    assert ev.calls == len(evaluated)
+    assert final == (None if when == 'none' else {'clean': 0.5 + 0.1 * len(evaluated)})
+
+
+def test_report_of_some_sets_evaluates_every_set_for_the_closing_line():
+    """Phase 1 reports one test set after each epoch; its closing line is of every set,
+    evaluated then; a frozen classifier (phase 2) is evaluated once however many epochs."""
+    import myrun
+    calls = []
+
+    def ev(model, names=None):
+        calls.append(names)
+        return {n: 0.5 for n in (names or ['train', 'clean', 'test'])}
+    report = myrun.EpochReport(ev, classifier=None, names=['test'], when='epoch')
+    report.set_params({'epochs': 2, 'steps': 1})
+    for epoch in range(2):
+        report.on_epoch_end(epoch, {})
+    assert report.final() == {'train': 0.5, 'clean': 0.5, 'test': 0.5} and calls == [['test'], ['test'], None]
+    calls.clear()
+    frozen = myrun.EpochReport(ev, classifier=None, frozen=True, when='epoch')
+    frozen.set_params({'epochs': 3, 'steps': 1})
+    logs = [{} for _ in range(3)]
+    for epoch in range(3):
+        frozen.on_epoch_end(epoch, logs[epoch])
+    assert frozen.final() == {'train': 0.5, 'clean': 0.5, 'test': 0.5} and calls == [None]
+    assert all(l == {'acc_train': 0.5, 'acc_clean': 0.5, 'acc_test': 0.5} for l in logs)
 
 
 def test_csv_log_takes_a_column_that_appears_late(tmp_path):

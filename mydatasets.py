@@ -528,7 +528,9 @@ def dataset(name, n_train=None, n_test=None, size=None, masks=False):
     """The data set `name` (or a folder, myfolders.py: its images resized to size x size if
     given, and its masks if asked for) as a Data, optionally only its first n_train training
     images and the first n_test of each test set (quick trials)."""
-    cut = lambda a, n: a[:n] if n and a is not None else a
+    # the first n as a copy: a view would keep the whole array in memory (60,000 training images
+    # for the one that reproduce.py's evaluation asks for)
+    cut = lambda a, n: a[:n].copy() if n and a is not None and n < len(a) else a
     if name not in DATASETS and myfolders.is_folder(name):
         classes, splits = myfolders.load(name, size, masks)
         (Xtr, Ytr, Mtr), tests = splits['train'], [(s.replace('test-', '', 1), v) for s, v in splits.items() if s != 'train']

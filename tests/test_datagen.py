@@ -163,3 +163,29 @@ def test_flip_option_sets_the_flip_probability():
     assert not np.array_equal(first(flip=0.0), first(flip=1.0))
     draws = lambda p: Augment(flip=p).params(4096, 16, 16, [1, 2])['flip'].numpy()
     assert draws(0.0).sum() == 0 and draws(1.0).min() == 1 and 0.45 < draws(0.5).mean() < 0.55
+
+
+def test_compact_keeps_8_bit_images_in_a_quarter_of_the_memory():
+    """compact: float32 images whose pixels are k/255 become uint8, and to_float gives them back
+    bit for bit, in numpy and in the graph (where the Evaluator converts them) for every k;
+    anything else (a pixel between two levels, outside [0, 1], another dtype, no images) is
+    returned as it is."""
+    rng = np.random.default_rng(0)
+    X = (rng.integers(0, 256, (5, 4, 4, 1)).astype(np.float32) / 255)
+    U = mydatagen.compact(X)
+    assert U.dtype == np.uint8 and U.nbytes * 4 == X.nbytes
+    assert np.array_equal(mydatagen.to_float(U), X)
+    levels = np.arange(256, dtype=np.uint8)
+    graph = tf.function(lambda u: mydatagen.to_float(u))(tf.constant(levels)).numpy()
+    assert graph.dtype == np.float32 and np.array_equal(graph, levels.astype(np.float32) / 255)
+    for other in (np.where(X > 0.5, np.float32(0.5) + 1e-3, X), X * 2, X.astype(np.float64), X[:0]):
+        assert mydatagen.compact(other) is other
+
+
+def test_a_subset_does_not_keep_the_whole_set(real_data):
+    """dataset(name, n_train, n_test): the first images as arrays of their own, not views that
+    keep every image in memory (reproduce.py's evaluation asks for one training image)."""
+    import mydatasets
+    d = mydatasets.dataset('mnist', 1, 10)
+    for X in [d.train[0]] + [X for _, (X, _) in d.tests]:
+        assert X.base is None or X.base.nbytes <= 2 * X.nbytes

@@ -105,7 +105,7 @@ def main():
             n += bs
         record('augmentation pipeline', bs, n / (time.perf_counter() - t0))
 
-        one = tf.data.Dataset.from_tensors((tf.constant(X[:bs]), tf.constant(Y[:bs]))).repeat()
+        one = tf.data.Dataset.from_tensors((tf.constant(mydatagen.to_float(X[:bs])), tf.constant(Y[:bs]))).repeat()
         record('phase 1, pure compute (reference)', bs, timed_fit(classifier(), one, bs), flops['phase1'])
         clf = classifier()
         record('phase 1', bs, timed_fit(clf, mydatagen.batches(X, Y, bs, seed=0), bs), flops['phase1'])
@@ -136,7 +136,7 @@ def main():
 
     if not args.quick:
         bs = PEAK_BATCH
-        one = tf.data.Dataset.from_tensors((tf.constant(X[:bs]), tf.constant(Y[:bs]))).repeat()
+        one = tf.data.Dataset.from_tensors((tf.constant(mydatagen.to_float(X[:bs])), tf.constant(Y[:bs]))).repeat()
         record('phase 1, pure compute (reference)', bs, timed_fit(classifier(), one, bs), flops['phase1'])
         record('phase 1', bs, timed_fit(classifier(), mydatagen.batches(X, Y, bs, seed=0), bs), flops['phase1'])
 

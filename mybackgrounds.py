@@ -191,7 +191,9 @@ def apply_background(X, b, halo=HALO):
 
 def apply_backgrounds(X, backgrounds, halo=HALO):
     """apply_background for each of several backgrounds; the dilated ink is computed once."""
-    X = np.asarray(X, np.float32)
+    # 8-bit images (a data set's, mydatasets.compact) as the float32 levels they stand for
+    X = np.asarray(X)
+    X = X.astype(np.float32) / 255 if X.dtype == np.uint8 else X.astype(np.float32, copy=False)
     keep = foreground(X, halo)[..., None]
     return [np.where(keep, X, np.asarray(b, np.float32)[None, :, :, None]) for b in backgrounds]
 

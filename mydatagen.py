@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 import mycli
+import mydatasets as md
 
 ROTATION = 15.0        # degrees, uniform in [-ROTATION, ROTATION]
 SHIFT = 0.15           # fraction of height / width
@@ -111,33 +112,17 @@ def rows_of(a):
     return gather
 
 
-LEVELS = np.arange(256, dtype=np.float32) / 255   # the float32 value of each 8-bit level
-
-
 def to_float(images):
-    """Images as float32 in [0, 1]: uint8 ones (folder data sets, and sets kept small in memory:
-    compact) are converted here, a batch at a time; a numpy array stays one, a tensor (in the
-    graph) one. The same values either way, those numpy's division gives (and gave the float32
-    data sets): in the graph TensorFlow's x / 255 differs from it in the last bit for some levels,
-    so each level is looked up instead."""
+    """Images as float32 in [0, 1]: uint8 ones (the data sets' 8-bit images, mydatasets.compact)
+    are converted here, a batch at a time; a numpy array stays one, a tensor (in the graph) one.
+    The same values either way, those numpy's division gives (and the float32 data sets hold): in
+    the graph TensorFlow's x / 255 differs from it in the last bit for some levels (249/255), so
+    each level is looked up instead."""
     if images.dtype != np.uint8:   # (tf.uint8 compares equal to np.uint8)
         return images
     if isinstance(images, np.ndarray):
-        return LEVELS[images]
-    return tf.gather(LEVELS, tf.cast(images, tf.int32))
-
-
-def compact(X):
-    """X as uint8 when that loses nothing (every pixel a multiple of 1/255 that to_float gives back
-    exactly: images that were 8-bit, such as every MNIST test set with the paper's backgrounds):
-    a quarter of the memory, the same float32 images for the model. Otherwise X itself."""
-    if X.dtype != np.float32 or not X.size:
-        return X
-    U = np.rint(X * 255)
-    if U.min() < 0 or U.max() > 255:
-        return X
-    U = U.astype(np.uint8)
-    return U if np.array_equal(to_float(U), X) else X
+        return md.LEVELS[images]
+    return tf.gather(md.LEVELS, tf.cast(images, tf.int32))
 
 
 def batches(X, Y=None, batch_size=8, seed=0, augment_data=True, masks=None, aug=None, start_epoch=0, part=None,

@@ -290,14 +290,11 @@ def test_data(test, test_subset):
 
 @functools.cache
 def evaluator_of(test, test_subset, eval_batchsize):
-    """(the table's 13 sets, the 20 noise sets, an Evaluator of all 33). The sets are kept as
-    uint8 (mydatagen.compact: their pixels were 8-bit, so the model sees the same images): 0.34 GB
-    held for the whole run instead of 1.35."""
-    import mydatagen
+    """(the table's 13 sets, the 20 noise sets, an Evaluator of all 33). The sets are uint8 (their
+    pixels are 8-bit, mydatasets.compact): 0.34 GB held for the whole run, not 1.35 as float32."""
     import myrun
-    small = lambda sets: [(n, (mydatagen.compact(X), Y)) for n, (X, Y) in sets]
-    table = small(md.with_nohalo(test_data(test, test_subset)).tests)   # clean, the six backgrounds, without rim
-    noises = small(md.dataset(f'{test}_noises', 1, test_subset).tests)
+    table = md.with_nohalo(test_data(test, test_subset)).tests   # clean, the six backgrounds, without rim
+    noises = md.dataset(f'{test}_noises', 1, test_subset).tests
     return table, noises, myrun.Evaluator(table + noises, eval_batchsize)
 
 
@@ -308,6 +305,7 @@ def evaluate(folder, models, test, test_subset, eval_batchsize=1024, precision='
     FOLDER/evaluation.json under its model file's size and time: running the command again (or
     with more seeds) evaluates only models that are new since. say(row): called after a row is
     evaluated (not when it was known)."""
+    import mydatagen
     import myreport
     import myrun
     from myfiles import write_text
@@ -325,7 +323,8 @@ def evaluate(folder, models, test, test_subset, eval_batchsize=1024, precision='
             if say:
                 say(row)
         rows[row], noise[row] = cache[row]['columns'], cache[row]['noise']
-    return rows, noise, [X[0].copy() for _, (X, _) in data.tests[:7]]   # (a view would keep each set)
+    # the figure's images as float32 copies (a view would keep each set)
+    return rows, noise, [mydatagen.to_float(X[:1])[0].copy() for _, (X, _) in data.tests[:7]]
 
 
 def read_cache(folder):

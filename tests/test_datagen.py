@@ -166,20 +166,24 @@ def test_flip_option_sets_the_flip_probability():
 
 
 def test_compact_keeps_8_bit_images_in_a_quarter_of_the_memory():
-    """compact: float32 images whose pixels are k/255 become uint8, and to_float gives them back
-    bit for bit, in numpy and in the graph (where the Evaluator converts them) for every k;
-    anything else (a pixel between two levels, outside [0, 1], another dtype, no images) is
-    returned as it is."""
+    """mydatasets.compact: float32 images whose pixels are k/255 become uint8, and to_float gives
+    them back bit for bit, in numpy and in the graph (where the pipeline and the Evaluator convert
+    them) for every k; anything else (a pixel between two levels, in any chunk; outside [0, 1];
+    another dtype; no images) is returned as it is."""
+    import mydatasets as md
     rng = np.random.default_rng(0)
     X = (rng.integers(0, 256, (5, 4, 4, 1)).astype(np.float32) / 255)
-    U = mydatagen.compact(X)
+    U = md.compact(X)
     assert U.dtype == np.uint8 and U.nbytes * 4 == X.nbytes
-    assert np.array_equal(mydatagen.to_float(U), X)
+    assert np.array_equal(mydatagen.to_float(U), X) and np.array_equal(md.compact(X, chunk=2), U)
     levels = np.arange(256, dtype=np.uint8)
     graph = tf.function(lambda u: mydatagen.to_float(u))(tf.constant(levels)).numpy()
     assert graph.dtype == np.float32 and np.array_equal(graph, levels.astype(np.float32) / 255)
+    late = X.copy()
+    late[4, 0, 0, 0] = 0.5   # between two levels, in the last chunk of 2
     for other in (np.where(X > 0.5, np.float32(0.5) + 1e-3, X), X * 2, X.astype(np.float64), X[:0]):
-        assert mydatagen.compact(other) is other
+        assert md.compact(other) is other
+    assert md.compact(late, chunk=2) is late
 
 
 def test_a_subset_does_not_keep_the_whole_set(real_data):

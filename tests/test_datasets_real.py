@@ -70,6 +70,21 @@ def test_mnist_backgrounds(mnist_bg):
             np.testing.assert_array_equal(X[i, ..., 0][~keep], b[~keep])
 
 
+def test_the_scripts_data_hold_the_same_images_as_uint8(mnist_bg):
+    """dataset() (what every script trains and evaluates on) keeps each set as uint8, a quarter of
+    load()'s float32 memory, and the model's conversion gives load()'s images back to the bit;
+    the rimless backgrounds pasted behind those uint8 images are the ones pasted behind floats."""
+    import mydatagen
+    (Xtr, _), ts = mnist_bg
+    data = mydatasets.dataset('mnist_backgrounds')
+    for X, (U, _) in zip([Xtr] + [X for X, _ in ts], [data.train] + [s for _, s in data.tests]):
+        assert U.dtype == np.uint8 and U.shape == X.shape
+        assert np.array_equal(mydatagen.to_float(U), X)
+    nohalo = mydatasets.with_nohalo(data).tests[7:]
+    for (n, (U, Y)), (X, _) in zip(nohalo, mydatasets.with_backgrounds(ts[0][0], ts[0][1], halo=0)[1:]):
+        assert U.dtype == np.uint8 and np.array_equal(mydatagen.to_float(U), X), n
+
+
 def test_fashionmnist_backgrounds(real_data):
     (Xtr, Ytr), ts = mydatasets.load('fashionmnist_backgrounds')
     check_set(Xtr, Ytr, 60000, [6000] * 10)
@@ -138,7 +153,7 @@ def test_nohalo_pastes_up_to_the_ink(mnist_bg):
     assert names[7:] == [f'{b}_nohalo' for b in mybackgrounds.BACKGROUNDS]
     clean = ts[0][0]
     for (_, (X, _)), f in zip(data.tests[7:], mybackgrounds.BACKGROUNDS.values()):
-        b = f(32)
+        b, X = f(32), mydatasets.LEVELS[X]   # (a Data holds them as uint8)
         for i in [0, 7, 4242]:
             ink = clean[i, ..., 0] > 0
             np.testing.assert_array_equal(X[i, ..., 0][ink], clean[i, ..., 0][ink])
@@ -153,6 +168,8 @@ def test_nohalo_pastes_up_to_the_ink(mnist_bg):
 def test_validation_sets_hold_out_the_end_of_the_training_set(real_data):
     (Xall, Yall), _ = mydatasets.load('mnist')
     data = mydatasets.dataset('mnist_validation')
+    data.train, data.tests = (mydatasets.LEVELS[data.train[0]], data.train[1]), \
+        [(n, (mydatasets.LEVELS[X], Y)) for n, (X, Y) in data.tests]   # (a Data holds them as uint8)
     Xtr, Ytr = data.train
     assert len(Xtr) == 55000 and np.array_equal(Xtr, Xall[:55000]) and np.array_equal(Ytr, Yall[:55000])
     names = [n for n, _ in data.tests]

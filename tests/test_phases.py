@@ -208,7 +208,8 @@ def test_jitter_cuts_each_mask_between_otsu_and_one_half():
 
 @pytest.fixture(scope='module')
 def mnist_small(real_data):
-    return mydatasets.dataset('mnist', 128).train
+    X, Y = mydatasets.dataset('mnist', 128).train
+    return mydatasets.LEVELS[X], Y   # float32 images, as a batch reaches a model
 
 
 def phase3(back='adv', mode='otsu', unets=(), **kw):

@@ -116,7 +116,7 @@ class Phase2(Training):
 class Phase3(Training):
     """train3.py: the classifier and the background generator, adversarially. The fields from
     gen_span on are this project's additions, off by default (docs/recipe.md)."""
-    LATER = {**Training.LATER, 'dim': 'gray', 'back_shuffle': 0.0}   # added after runs were recorded: at their defaults, not recorded
+    LATER = {**Training.LATER, 'dim': 'gray', 'back_shuffle': 0.0, 'clean_back': 'own'}   # added after runs were recorded: at their defaults, not recorded
     model: str
     unet_model: str               # U-Net file(s), joined by commas; 'heuristic'; or 'masks'
     binarize_mask: str
@@ -128,6 +128,7 @@ class Phase3(Training):
     imsave: Optional[str] = None
     gen_span: float = 1.0         # with a cosine schedule: the generator's rate reaches 0 after this share of the run
     clean_share: float = 0.0      # share of each batch that keeps its own background
+    clean_back: str = 'own'       # what that share is shown on: its own background, or black (the object alone)
     average: int = 0              # evaluate and save a moving average over about the last N steps
     replay: float = 0.0           # share of each batch with a background painted earlier
     history: int = 4096           # past backgrounds kept for replay: 16 MB at 32x32x1
@@ -161,6 +162,9 @@ class Phase3(Training):
             raise mycli.UserError('--gen-span shortens the generator\'s learning-rate decay: it needs --lr-schedule cosine')
         if self.back == 'real' and not self.backgrounds and not self.dataset.startswith('prates'):
             raise mycli.UserError('back=real crops backgrounds from photographs: give --backgrounds DIR')
+        if self.clean_back != 'own' and not self.clean_share:
+            raise mycli.UserError(f'--clean-back {self.clean_back} says what the clean share is shown on: it needs '
+                                  '--clean-share above 0')
         if self.clean_share + self.replay > 1:
             raise mycli.UserError(f'--clean-share ({self.clean_share:g}) and --replay ({self.replay:g}) are shares of '
                                   'the same batch: together at most 1')

@@ -204,7 +204,7 @@ class BackgroundTrainer(keras.Model):
         s = settings
         self.classifier, self.back, self.gen, self.tiles, self.seed = classifier, s.back, gen, s.tiles, int(s.seed)
         self.clean_share, self.replay, self.back_flip, self.dim = s.clean_share, s.replay, s.back_flip, s.dim
-        self.back_shuffle = s.back_shuffle
+        self.back_shuffle, self.clean_back = s.back_shuffle, s.clean_back
         if self.back_shuffle and classifier.input_shape[-1] != 3:
             raise UserError(f'--back-shuffle reorders the colour channels of the painted backgrounds: the images '
                             f'here have {classifier.input_shape[-1]} channel(s), not 3')
@@ -296,8 +296,8 @@ class BackgroundTrainer(keras.Model):
             # the backgrounds of the painted images, and those the generator painted in this step
             B, fresh, drawn = self.painter.paint(part, None if rows is None else tf.size(rows))
             Z = self.composite(part['image'], M, B)
-            if rows is not None:   # the others keep their own background
-                Z = tf.tensor_scatter_nd_update(X, rows[:, None], Z[:tf.size(rows)])
+            if rows is not None:   # the others keep their own background (or, clean_back black, none)
+                Z = tf.tensor_scatter_nd_update(self.clean(batch), rows[:, None], Z[:tf.size(rows)])
             ce = _ce(Y, self.classifier(Z, training=True))
             adv = self.painter.loss(ce, fresh)
             # the generator's loss with the classifier's part held: its gradient is the penalty's
@@ -315,6 +315,13 @@ class BackgroundTrainer(keras.Model):
 
     def composite(self, X, M, B):
         return X * M + B * (1 - M)
+
+    def clean(self, batch):
+        """The clean share's images: as they are, or (clean_back black) the object alone on black."""
+        if self.clean_back == 'own':
+            return batch['image']
+        M, _ = self.masks(batch['image'], batch.get('mask'), batch.get('cut'))
+        return batch['image'] * M
 
     def masks(self, X, given=None, u=None):
         """(binarized masks, soft masks) of the images X: the data set's own (given), X > 0, or

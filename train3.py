@@ -38,6 +38,10 @@ def parser():
                    '(default 1: over the whole run)')
     p.add_argument('--clean-share', type=mycli.share, metavar='P',
                    help='share of each batch trained on as it is, with its own background (default 0: published)')
+    p.add_argument('--clean-back', choices=['own', 'black'],
+                   help='what the --clean-share images are shown on: their own background (own, the default) or '
+                   'black, the object alone through its mask (where the own background gives the label away, as '
+                   'in Biased-MNIST; with the heuristic mask X > 0 the two are the same)')
     p.add_argument('--average', type=mycli.non_negative_int, metavar='N',
                    help='evaluate and save a moving average of the classifier\'s weights over about the last N '
                    'steps (default 0: the weights themselves, published)')

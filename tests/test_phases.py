@@ -414,6 +414,40 @@ def test_clean_share_trains_on_the_images_as_they_are(mnist_small):
     assert not all(np.allclose(a, b, atol=1e-3) for a, b in zip(results[0.0], results[None]))
 
 
+def test_clean_back_black_shows_the_clean_share_the_object_alone(mnist_small):
+    """clean_back black with the data set's own masks: the clean share's images are trained on
+    through their masks, on black. With clean_share=1, images that carry a background of their
+    own (0.4 outside the digit) then take phase 1's steps on the digits alone; clean_back own,
+    phase 1's steps on the images with their background."""
+    X, Y = mnist_small
+    M = (X > 0).astype(np.float32)
+    backed = np.where(M > 0, X, np.float32(0.4))
+    start = mymodels.classifier((32, 32, 1), 10)
+    results = {}
+    for key in ('black', 'own', 'alone', 'backed'):
+        clf = keras.models.clone_model(start)
+        clf.set_weights(start.get_weights())
+        if key in ('alone', 'backed'):   # phase 1's own step
+            clf.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            _sgd_steps(clf, X if key == 'alone' else backed, Y, None, 3)
+        else:
+            s = mysettings.Phase3(dataset='biased_mnist_0.99', model='clf.keras', unet_model='masks',
+                                  binarize_mask='0.5', back='noise', clean_share=1.0, clean_back=key, seed=0)
+            t = mytrainers.BackgroundTrainer(clf, s)
+            t.compile(optimizer=keras.optimizers.SGD(0.1))
+            extra = {'mask': tf.constant(M), 'background': tf.random.normal((48, 32, 32, 1), seed=1),
+                     'share': tf.random.uniform((48,), seed=2)}
+            _sgd_steps(t, backed, Y, extra, 3)
+        results[key] = clf.get_weights()
+    same = lambda a, b: all(np.allclose(u, v, atol=1e-6) for u, v in zip(results[a], results[b]))
+    assert same('black', 'alone') and same('own', 'backed') and not same('black', 'own')
+
+
+def test_clean_back_needs_a_clean_share():
+    with pytest.raises(mycli.UserError, match='--clean-share'):
+        phase3(clean_back='black').check()
+
+
 def test_clean_share_draws_come_with_the_batches(mnist_small):
     X, Y = mnist_small
     t = trainer(mymodels.classifier((32, 32, 1), 10), 'adv', gen=mymodels.gen((32, 32, 1), 2), clean_share=0.3)

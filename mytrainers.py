@@ -281,23 +281,29 @@ class BackgroundTrainer(keras.Model):
         and their parts (gathered), which saves most of a step's work on the images that keep
         their own; the images trained on and both players' gradients are those of painting them
         all and discarding. A batch where every image keeps its own paints one, discarded:
-        oneDNN's convolutions fail on an empty batch. Without a clean share: (None, batch)."""
+        oneDNN's convolutions fail on an empty batch. Without a clean share: (None, batch). The
+        part's 'row': each of its images' row in the batch."""
         if 'share' not in batch:
             return None, batch
         rows = tf.where(batch['share'] >= self.clean_share)[:, 0]
         painted = tf.concat([rows, tf.zeros([1], rows.dtype)], 0)[:tf.maximum(tf.size(rows), 1)]
-        return rows, {k: tf.gather(v, painted) for k, v in batch.items() if k in PER_IMAGE}
+        return rows, {'row': painted, **{k: tf.gather(v, painted) for k, v in batch.items() if k in PER_IMAGE}}
 
     def train_step(self, batch):
         X, Y = batch['image'], batch['label']
         rows, part = self.painted_part(batch)
-        M, _ = self.masks(part['image'], part.get('mask'), part.get('cut'))
+        if rows is not None and self.clean_back == 'black':   # every image is shown through its mask: one pass
+            M_all, _ = self.masks(X, batch.get('mask'), batch.get('cut'))
+            M, clean = tf.gather(M_all, part['row']), X * M_all   # the clean share alone on black
+        else:
+            M, _ = self.masks(part['image'], part.get('mask'), part.get('cut'))
+            clean = X   # the clean share with its own background
         with tf.GradientTape(persistent=True) as tape:
             # the backgrounds of the painted images, and those the generator painted in this step
             B, fresh, drawn = self.painter.paint(part, None if rows is None else tf.size(rows))
             Z = self.composite(part['image'], M, B)
-            if rows is not None:   # the others keep their own background (or, clean_back black, none)
-                Z = tf.tensor_scatter_nd_update(self.clean(batch), rows[:, None], Z[:tf.size(rows)])
+            if rows is not None:   # the others: the clean share
+                Z = tf.tensor_scatter_nd_update(clean, rows[:, None], Z[:tf.size(rows)])
             ce = _ce(Y, self.classifier(Z, training=True))
             adv = self.painter.loss(ce, fresh)
             # the generator's loss with the classifier's part held: its gradient is the penalty's
@@ -315,13 +321,6 @@ class BackgroundTrainer(keras.Model):
 
     def composite(self, X, M, B):
         return X * M + B * (1 - M)
-
-    def clean(self, batch):
-        """The clean share's images: as they are, or (clean_back black) the object alone on black."""
-        if self.clean_back == 'own':
-            return batch['image']
-        M, _ = self.masks(batch['image'], batch.get('mask'), batch.get('cut'))
-        return batch['image'] * M
 
     def masks(self, X, given=None, u=None):
         """(binarized masks, soft masks) of the images X: the data set's own (given), X > 0, or

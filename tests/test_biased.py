@@ -118,6 +118,22 @@ def test_reproduce_default_recipe(monkeypatch, tmp_path, argv, recipe):
         assert seen['out'].endswith(os.path.join('runs', f'biased_mnist-{recipe}'))
 
 
+def test_the_readme_tables_recipe_keeps_its_command_lines():
+    """`--recipe biased-b10a` runs the phases of the README's Biased-MNIST table to the option (so
+    that the table can be measured again), and `biased` differs from it in phase 3 only, by the
+    three settings chosen on the validation split (docs/biased_mnist.md, B12b)."""
+    import reproduce
+    line = lambda recipe: [' '.join(map(str, p.args)) for p in reproduce.plan('biased_mnist_0.999', 'O', recipe, 0)]
+    old, new = line('biased-b10a'), line('biased')
+    assert old[1] == ('biased_mnist_0.999 O/phase1.keras masks otsu adv --epochs 1 --batchsize 16 --lr-schedule cosine '
+                      '--gen-lr 0.0001 --clean-share 0.25 --clean-back black --replay 0.25 --average 800 --flip 0 '
+                      '--back-flip 0.5 --dim cap --warp 0.0 --seed 0').replace('O/', os.path.join('O', ''))
+    assert old[0] == new[0] and old[2] == new[2] and old[0].endswith('--epochs 5 --batchsize 32 --lr-schedule cosine --flip 0 --seed 0')
+    for row in (1, 3):   # phase 3 with the construction's masks, and with the U-Net's
+        assert new[row] == old[row].replace('--epochs 1 ', '--epochs 2 ').replace('--average 800 ', '--average 1600 ') \
+            .replace('--warp 0.0 ', '--warp 0.0 --back-shuffle 0.5 ')
+
+
 def test_warp_leaks_the_colour_into_the_masked_digit(biased):
     """The published augmentation warps (rotation, shift, shear) with interpolation, so the pixels
     that a binarized mask keeps at the digit's rim carry the background's colour, which gives the

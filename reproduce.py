@@ -499,7 +499,8 @@ def biased(args, out, chief):
                 results[r][rho, s] = acc
     published = PUBLISHED if not args.validation else {}
     print(myreport.write_biased(out, args.rho, seeds, results, {r: dict(zip(mybiased.RHOS, v)) for r, v in published.items()},
-                                recipe_options(args.recipe, args.precision), walls, time.time() - t0))
+                                recipe_options(args.recipe, args.precision), walls, time.time() - t0,
+                                validation=args.validation))
     print(f'wrote {out}/table.md, table.csv, figure.png')
 
 

@@ -95,6 +95,12 @@ def test_reproduce_plan_and_table(tmp_path):
     csv = (tmp_path / 'table.csv').read_text().splitlines()
     assert len(csv) == 1 + 3 * 2 * (2 + 2) + 3 * 2 and "Proposal (the construction's masks),0.99,std,0.71,0.00" in csv
     assert (tmp_path / 'figure.png').stat().st_size > 1000
+    assert 'test set' in text and 'validation' not in text and 'none of those methods uses masks' in text
+    # --validation: the sets are the validation split's, there are no published rows, and the table says so
+    text = myreport.write_biased(str(tmp_path), rhos, seeds, results, {}, {'phase1': ['--epochs', 5]},
+                                 {(r, s): 60.0 for r in rhos for s in seeds}, 30.0, validation=True)
+    assert '## Unbiased validation set' in text and '## Biased validation set' in text and 'test set is not read' in text
+    assert 'test set (' not in text and 'published' not in text and "The Proposal with the construction's masks" in text
 
 
 @pytest.mark.parametrize('argv, recipe', [(['biased_mnist'], 'biased'), (['mnist'], 'fast'),

@@ -163,10 +163,10 @@ def write_biased(out, rhos, seeds, results, published, settings, walls, evaluati
             text += [f'| {row} | ' + ' | '.join(f'{v[r]:.1f}' if r in v else '-' for r in rhos) + ' |'
                      for row, v in published.items()]
         text.append('')
-    masks = "the Proposal with the construction's masks is told which pixels are the digit (docs/biased_mnist.md)."
+    masks = "Proposal with the construction's masks is told which pixels are the digit (docs/biased_mnist.md)."
     text += ["Accuracy (%). " + ("The published rows: Bahng et al., ICML 2020 (ReBias), Table 1, means of three runs, "
              "as quoted in the issue that asked for this benchmark (not yet checked against the paper); none of those "
-             f"methods uses masks, while {masks}" if published else masks[0].upper() + masks[1:]), '',
+             f"methods uses masks, while the {masks}" if published else f"The {masks}"), '',
              f'Recipe: ' + '; '.join(f'{k}: `{" ".join(map(str, v))}`' for k, v in settings.items()),
              f'Wall time: {(sum(walls.values()) + evaluation) / 60:.1f} min on {platform.node()} ({cpu()}, '
              f'{os.cpu_count()} cores): training {sum(walls.values()) / 60:.1f} min, evaluation {evaluation / 60:.1f} min.', '']

@@ -126,8 +126,8 @@ def test_reproduce_default_recipe(monkeypatch, tmp_path, argv, recipe):
 
 def test_the_earlier_recipe_keeps_its_command_lines():
     """`--recipe biased-b10a` runs the phases of the second Biased-MNIST test-set run to the option
-    (so that its table in docs/biased_mnist.md can be measured again), and `biased` differs from it in phase 3 only, by the
-    three settings chosen on the validation split (docs/biased_mnist.md, B12b)."""
+    (so that its table in docs/biased_mnist.md can be measured again), and `biased` differs from it
+    in phase 3 only, by the three settings chosen on the validation split (docs/biased_mnist.md, B12b)."""
     import reproduce
     line = lambda recipe: [' '.join(map(str, p.args)) for p in reproduce.plan('biased_mnist_0.999', 'O', recipe, 0)]
     old, new = line('biased-b10a'), line('biased')

@@ -18,6 +18,7 @@ import sys
 # the choices of the scripts' arguments, each listed once
 STRATEGIES = ['default', 'mirrored', 'multiworker']   # tf.distribute: one device, local GPUs, machines
 BINARIZE = ['otsu', '0.5', 'quantile', 'none', 'jitter']   # per-image binarization of a mask (mytrainers.binarize)
+BINARIZE_ONCE = ('otsu', '0.5')   # those that cut an augmented binary mask where it was cut (--masks-once)
 BACKS = ['black', 'noise', 'adv', 'real']              # phase 3's backgrounds
 SCHEDULES = ['constant', 'cosine']                     # learning rates (mymodels.learning_rate)
 PRECISIONS = ['float32', 'bfloat16']                   # what the layers compute in (mymodels.in_precision)

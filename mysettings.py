@@ -116,7 +116,7 @@ class Phase2(Training):
 class Phase3(Training):
     """train3.py: the classifier and the background generator, adversarially. The fields from
     gen_span on are this project's additions, off by default (docs/recipe.md)."""
-    LATER = {**Training.LATER, 'dim': 'gray', 'back_shuffle': 0.0, 'clean_back': 'own'}   # added after runs were recorded: at their defaults, not recorded
+    LATER = {**Training.LATER, 'dim': 'gray', 'back_shuffle': 0.0, 'clean_back': 'own', 'masks_once': False}   # added after runs were recorded: at their defaults, not recorded
     model: str
     unet_model: str               # U-Net file(s), joined by commas; 'heuristic'; or 'masks'
     binarize_mask: str
@@ -136,6 +136,7 @@ class Phase3(Training):
     back_flip: float = 0.0        # each painted background mirrored left to right with this probability
     dim: str = 'gray'             # the generator's brightness penalty on 1-channel images only, 'all', or 'cap' (per pixel)
     back_shuffle: float = 0.0     # each painted background's colour channels put in a random order with this probability
+    masks_once: bool = False      # the U-Net's masks of the training images computed once, then augmented with them
 
     def default_output(self):
         return f'{self.dataset}-phase3-{self.back}.keras'
@@ -165,6 +166,13 @@ class Phase3(Training):
         if self.clean_back != 'own' and not self.clean_share:
             raise mycli.UserError(f'--clean-back {self.clean_back} says what the clean share is shown on: it needs '
                                   '--clean-share above 0')
+        if self.masks_once:
+            if self.masks != 'unet' or len(self.unet_files) > 1:
+                raise mycli.UserError('--masks-once computes the masks of one U-Net before training: it needs one '
+                                      'U-Net file, not ' + repr(self.unet_model))
+            if self.binarize_mask not in mycli.BINARIZE_ONCE:
+                raise mycli.UserError(f'--masks-once keeps binary masks: it needs binarize_mask {" or ".join(mycli.BINARIZE_ONCE)}, '
+                                      f'not {self.binarize_mask}')
         if self.clean_share + self.replay > 1:
             raise mycli.UserError(f'--clean-share ({self.clean_share:g}) and --replay ({self.replay:g}) are shares of '
                                   'the same batch: together at most 1')

@@ -81,6 +81,20 @@ def binarize(M, mode, area=0.2, u=None):
     return tf.cast(M >= t[:, None, None, None], tf.float32)
 
 
+def unet_masks(unet, X, mode, batch_size=1024):
+    """The U-Net's binarized masks of the images X (uint8 levels or float32 in [0, 1]), computed
+    once before phase 3 instead of on every augmented image (--masks-once): (n, H, W, 1) uint8
+    0/1, a batch at a time. Training then augments them with their images, as a data set's own
+    masks; with no geometric augmentation (--warp 0 --flip 0) each still covers its image pixel
+    for pixel, and only the brightness augmentation is not seen by the U-Net."""
+    from tqdm import tqdm
+    step = tf.function(lambda x: tf.cast(binarize(unet(x, training=False), mode), tf.uint8), reduce_retracing=True)
+    out = np.empty(tuple(X.shape[:3]) + (1,), np.uint8)
+    for i in tqdm(range(0, len(X), batch_size), desc='masks of the training images', unit='batch', disable=None):
+        out[i:i + batch_size] = step(mydatagen.to_float(X[i:i + batch_size])).numpy()
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # Phase 2 and phase 3
 
@@ -221,6 +235,7 @@ class BackgroundTrainer(keras.Model):
             u.trainable = False
         self.unet, self.more_unets = (unets[0] if unets else None), unets[1:]   # (the names checkpoints hold)
         self.mask_source = s.masks   # 'heuristic', 'manual' or 'unet'
+        self.given_masks = s.masks == 'manual' or s.masks_once   # the batches carry each image's mask
         self.seeds = keras.random.SeedGenerator(s.seed)
         self.painter = PAINTERS[s.back](self)   # (a plain object: checkpoints keep its variables here)
         self.ce_mean, self.adv_mean = keras.metrics.Mean(name='ce'), keras.metrics.Mean(name='adv_loss')
@@ -267,7 +282,7 @@ class BackgroundTrainer(keras.Model):
         random draws added (seeded; a run resumed at step `start_step` draws what the uninterrupted
         run drew), and with back=real a crop of `crops` (an endless generator of (H, W, C) arrays)
         per image. part=(lo, hi, batch size): one replica's rows (mydatagen.distribute)."""
-        names = ('image', 'mask', 'label') if self.mask_source == 'manual' else ('image', 'label')
+        names = ('image', 'mask', 'label') if self.given_masks else ('image', 'label')
         ds = ds.map(lambda *t: dict(zip(names, t)))
         if crops is not None:
             ds = mydatagen.with_crops(ds, crops, batch_size, part)
@@ -323,10 +338,11 @@ class BackgroundTrainer(keras.Model):
         return X * M + B * (1 - M)
 
     def masks(self, X, given=None, u=None):
-        """(binarized masks, soft masks) of the images X: the data set's own (given), X > 0, or
-        the U-Nets'; several U-Nets take the images in turn (image i U-Net i mod k), so that the
+        """(binarized masks, soft masks) of the images X: those the batch carries (`given`: the
+        data set's own, or the U-Net's computed once, augmented with their images), X > 0, or the
+        U-Nets'; several U-Nets take the images in turn (image i U-Net i mod k), so that the
         classifier learns from composites of both kinds, e.g. loose masks and tight ones."""
-        if self.mask_source == 'manual':
+        if given is not None:
             soft = given
         elif self.mask_source == 'heuristic':
             soft = tf.cast(X > 0, tf.float32)

@@ -2,7 +2,8 @@
 
     python train3.py mnist_backgrounds mnist-phase1.keras heuristic otsu adv --output mnist-phase3.keras
 
-Each step: M = the mask of the (augmented) image X, binarized per image; Z = X*M + B*(1-M);
+Each step: M = the mask of the (augmented) image X, binarized per image (--masks-once: the U-Net's
+masks of the training images computed once and augmented with them); Z = X*M + B*(1-M);
 the classifier minimises CE(Y, f(Z)); with back=adv the generator paints B to maximise it (plus
 relu(mean(B) - 0.5) for 1-channel images). Both updates come from the same forward pass. After
 each epoch the accuracy on the training set and every test set; at the end one CSV line and the
@@ -66,6 +67,11 @@ def parser():
                    'going white (a white object would vanish), on 1-channel images only (gray, published) or on '
                    'colour images too (all); cap: besides the published penalty, no painted pixel lighter than '
                    'mid-grey in every channel (each lowered by the excess of its darkest channel over 0.5)')
+    p.add_argument('--masks-once', action='store_true',
+                   help='with a U-Net: its binarized masks of the training images are computed once, before training, '
+                   'and augmented with their images like a data set\'s own masks, instead of computed on every '
+                   'augmented image (published); as fast as "masks". Without geometric augmentation (--warp 0 '
+                   '--flip 0) each mask still covers its image; the U-Net then only misses the brightness augmentation')
     p.add_argument('--imsave', metavar='DIR', help='write PNGs per epoch (12 images of each test set: image, '
                    'soft mask, binarized mask, composite) into DIR')
     p.add_argument('--output', help='classifier file, .keras or .h5 (default: DATASET-phase3-BACK.keras)')
@@ -98,6 +104,8 @@ def main():
                         if gen else None,
                         steps_per_execution=myrun.steps_per_execution(steps))
         trainer.build_all(mydatagen.to_float(Xtr[:1]))
+    given = data.masks['train'] if manual else mytrainers.unet_masks(unets[0], Xtr, s.binarize_mask) \
+        if s.masks_once else None   # masks that come with their images (augmented with them)
     run = myrun.Run(s.output, s.record(), s.resume, myrun.is_chief(strategy))
     with strategy.scope():
         start = run.restore(trainer)
@@ -116,7 +124,7 @@ def main():
 
     def pipeline(part):   # the batches, or the rows `part` of each (one worker's, under a strategy)
         ds = mydatagen.batches(Xtr, Ytr, s.batchsize, seed=s.seed, start_epoch=start, part=part,
-                               masks=data.masks['train'] if manual else None, flip=s.flip, warp=s.warp)
+                               masks=given, flip=s.flip, warp=s.warp)
         return trainer.batches(ds, s.batchsize, seed=s.seed, start_step=start * steps, part=part,
                                crops=crops() if crops else None)
 

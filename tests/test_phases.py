@@ -144,6 +144,19 @@ def test_phase3_with_two_unets(smoke_chain, tmp_path):
 
 
 @pytest.mark.slow
+def test_phase3_masks_once_end_to_end(smoke_chain, tmp_path):
+    """train3.py --masks-once, end to end on the smoke chain's U-Net: it trains, and records the
+    option (a resumed run without it would not match)."""
+    d = smoke_chain['dir']
+    out = tmp_path / 'once.keras'
+    r = script('train3.py', 'mnist_backgrounds', d / 'phase1.keras', d / 'phase2.keras', 'otsu', 'adv', '--masks-once',
+               '--epochs', 1, '--report', 'end', '--output', out, *SMALL)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert out.exists() and (tmp_path / 'once-back.keras').exists()
+    assert 'masks-once' in r.stdout.strip().splitlines()[-1]   # the final line names the run's settings
+
+
+@pytest.mark.slow
 def test_evaluate_seg(smoke_chain, tmp_path):
     import imageio.v3 as iio
     r = inprocess('evaluate_seg.py', 'mnist_backgrounds', smoke_chain['dir'] / 'phase2.keras', '--subset', 20,
@@ -296,6 +309,38 @@ def test_two_unets_take_turns(mnist_small):
     assert all(np.array_equal(a, w.numpy()) for u, b in zip(unets, before) for a, w in zip(b, u.weights))
 
 
+def test_masks_once(mnist_small):
+    """--masks-once: the U-Net's masks of the training images, computed once in batches (a short
+    last one), are bit for bit those a step computes from the same images; the batches then carry
+    them, augmented with their images, and a step takes the masks its batch carries, with the
+    U-Net left frozen."""
+    X, Y = mnist_small
+    X = X[:40]
+    unet, gen = mymodels.unet((32, 32, 1)), mymodels.gen((32, 32, 1), 2)
+    clf = mymodels.classifier((32, 32, 1), 10)
+    t = trainer(clf, 'adv', 'otsu', gen, [unet], seed=0, masks_once=True)
+    once = mytrainers.unet_masks(unet, X, 'otsu', batch_size=16)
+    assert once.dtype == np.uint8 and once.shape == (40, 32, 32, 1)
+    step = t.masks(X)[0].numpy()
+    assert 0.05 < step.mean() < 0.95   # masks that differ between pixels
+    np.testing.assert_array_equal(once, step.astype(np.uint8))
+    np.testing.assert_array_equal(mytrainers.unet_masks(unet, (X * 255).round().astype(np.uint8), 'otsu'), once)
+    half = np.zeros([4, 32, 32, 1], np.float32)
+    half[:, :, :16] = 1
+    np.testing.assert_array_equal(t.masks(X[:4], given=tf.constant(half))[0].numpy(), half)
+    t.compile(optimizer=keras.optimizers.Adam(1e-3), gen_optimizer=mymodels.adam(1e-4))
+    t.build_all(X[:1])
+    ds = t.batches(mydatagen.batches(X, Y[:40], 8, seed=0, masks=once), 8)
+    first = next(iter(ds))
+    assert set(first) >= {'image', 'mask', 'label'} and first['mask'].shape == (8, 32, 32, 1)
+    before = [w.numpy().copy() for w in unet.weights]
+    h = t.fit(ds, steps_per_epoch=3, epochs=1, verbose=0)
+    assert np.isfinite(h.history['ce'][0])
+    assert all(np.array_equal(a, w.numpy()) for a, w in zip(before, unet.weights))
+    assert phase3('adv', 'otsu', [unet], masks_once=True).record()['masks_once'] is True
+    assert 'masks_once' not in phase3('adv', 'otsu', [unet]).record()   # records from before it still match
+
+
 def test_white_background_penalty(mnist_small):
     """1-channel adv: the generator pays relu(mean(B) - 0.5), so all-white backgrounds lose."""
     X, Y = mnist_small
@@ -345,6 +390,12 @@ def bad_cases(m, o):
     yield 'input shape', ('evaluate.py', 'mnist', m / 'clf28.keras'), r'\(28, 28, 1\)'
     yield 'class count', ('train2.py', 'mnist', m / 'clf5.keras', 'otsu', '--output', o), '5 outputs.*10 classes'
     yield 'tiles', ('train3.py', 'mnist', m / 'clf.keras', 'heuristic', 'otsu', 'adv', '--tiles', 3, '--output', o), 'tiles'
+    yield 'masks once, no U-Net', ('train3.py', 'mnist', m / 'clf.keras', 'heuristic', 'otsu', 'adv', '--masks-once',
+                                   '--output', o), 'needs one U-Net file'
+    yield 'masks once, two U-Nets', ('train3.py', 'mnist', m / 'clf.keras', f'{m / "unet.keras"},{m / "unet.keras"}',
+                                     'otsu', 'adv', '--masks-once', '--output', o), 'needs one U-Net file'
+    yield 'masks once, jitter', ('train3.py', 'mnist', m / 'clf.keras', m / 'unet.keras', 'jitter', 'adv', '--masks-once',
+                                 '--output', o), 'otsu or 0.5'
     yield 'batch larger than data', ('train1.py', 'mnist', '--subset', 4, '--batchsize', 8, '--output', o), 'larger than'
 
 

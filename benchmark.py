@@ -156,11 +156,21 @@ def main():
     record('fast: phase 2', r2['batchsize'], timed_fit(t2, mydatagen.batches(X, Y, r2['batchsize'], seed=0,
                                                                               flip=r2['flip']), r2['batchsize']),
            flops['phase2'])
-    for masks in ('heuristic', 'unet'):
+    # the U-Net's masks in every step (published), or computed once over the training set (--masks-once, the
+    # fast recipe's U-Net row: that pass is timed on its own, then the step with the masks given)
+    for masks in ('heuristic', 'unet', 'unet once'):
         settings = mysettings.Phase3(dataset=args.dataset, model='', unet_model='heuristic' if masks == 'heuristic'
-                                     else 'unet.keras', binarize_mask=reproduce.MASK_MODE, back='adv', seed=0, **r3)
+                                     else 'unet.keras', binarize_mask=reproduce.MASK_MODE, back='adv', seed=0,
+                                     **dict(r3, masks_once=masks == 'unet once'))
         gen = P(mymodels.gen(shape, settings.tiles))
-        unets = [P(mymodels.unet(shape))] if masks == 'unet' else []
+        unets = [P(mymodels.unet(shape))] if masks != 'heuristic' else []
+        Xs, Ys, given = X, Y, None
+        if settings.masks_once:   # (--quick: on the first 4,096 images, a few seconds)
+            Xs, Ys = (X[:4096], Y[:4096]) if args.quick else (X, Y)
+            t0 = time.perf_counter()
+            given = mytrainers.unet_masks(unets[0], Xs, settings.binarize_mask, EVAL_BATCHSIZE)
+            record(f'U-Net masks of the training images, once (batch {EVAL_BATCHSIZE})', EVAL_BATCHSIZE,
+                   len(Xs) / (time.perf_counter() - t0), unet_f)
         t3 = mytrainers.BackgroundTrainer(P(mymodels.classifier(shape, K)), settings, gen, unets, steps_of(r3))
         t3.compile(optimizer=mymodels.adam(settings.lr or 1e-3, settings.lr_schedule, steps_of(r3)),
                    steps_per_execution=spe,
@@ -168,9 +178,11 @@ def main():
         bs = settings.batchsize
         # as above; with the U-Net mask its forward pass on the images that get a new background
         f = flops['phase3 adv'] - (settings.clean_share + settings.replay) * 3 * gen_f \
-            + (unet_f * (1 - settings.clean_share) if unets else 0)
-        record(f'fast: phase 3 ({masks} mask)', bs,
-               timed_fit(t3, t3.batches(mydatagen.batches(X, Y, bs, seed=0, flip=settings.flip), bs), bs), f)
+            + (unet_f * (1 - settings.clean_share) if unets and given is None else 0)
+        label = 'unet mask computed once' if given is not None else f'{masks} mask'
+        record(f'fast: phase 3 ({label})', bs,
+               timed_fit(t3, t3.batches(mydatagen.batches(Xs, Ys, bs, seed=0, flip=settings.flip, masks=given), bs),
+                         bs), f)
     att = P(mymodels.attention(classifier(), K, crop=shape[0] // 2))
     mymodels.compile_classifier(att, mymodels.adam(1e-3, r1['lr_schedule'], steps_of(r1)), spe)
     bs = r1['batchsize']

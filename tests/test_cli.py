@@ -201,14 +201,17 @@ def test_reproduce_passes_its_precision_to_every_phase():
     assert set(reproduce.PRECISION) == set(reproduce.RECIPES)
 
 
-@pytest.mark.parametrize('recipe', ['paper', 'fast', 'smoke'])
+@pytest.mark.parametrize('recipe', ['paper', 'fast', 'smoke', 'biased'])
 def test_each_phase_runs_with_the_settings_reproduce_records(recipe, tmp_path):
     """The command line reproduce.py gives each phase, parsed by that script's own parser, gives
     the very settings that reproduce.py records in done.json (so a phase is skipped exactly when it
-    would train the same model); both Proposal rows train phase 3 alike but for their masks."""
+    would train the same model); both Proposal rows train phase 3 alike but for their masks and
+    what the recipe gives the U-Net row of its own ('phase3-unet')."""
     import importlib
     import reproduce
     phases = reproduce.plan('mnist_backgrounds', str(tmp_path), recipe, 3)
+    r = reproduce.RECIPES[recipe]
+    own = {k for k, v in r.get('phase3-unet', {}).items() if r['phase3'].get(k) != v}
     for p in phases:
         script_ = importlib.import_module(p.script[:-3])
         ns = script_.parser().parse_args([str(a) for a in p.args] + ['--output', p.key])
@@ -216,7 +219,7 @@ def test_each_phase_runs_with_the_settings_reproduce_records(recipe, tmp_path):
         assert parsed.record() == p.settings.record(), p.name
         assert parsed.seed == 3 and reproduce.steps_of(parsed, 60000) == reproduce.steps_of(p.settings, 60000)
     h, u = (p.settings.record() for p in phases if p.script == 'train3.py')
-    assert {k for k in h if h[k] != u[k]} == {'unet_model'}
+    assert {k for k in set(h) | set(u) if h.get(k) != u.get(k)} == {'unet_model'} | own
 
 
 class FakePhases:

@@ -137,6 +137,8 @@ def test_benchmark_quick(benchmark_run):
     assert ('augmentation pipeline', 128) in cases and ('fast: phase 3 (unet mask)', 8) in cases
     assert {('fast: phase 1', 32), ('fast: phase 2', 8), ('fast: phase 3 (heuristic mask)', 8),
             ('fast: attention-guided CNN', 32)} <= cases   # each phase at the recipe's own settings
+    assert {('fast: phase 3 (unet mask computed once)', 8), ('U-Net masks of the training images, once (batch 1024)', 1024)} \
+        <= cases   # --masks-once: the pass over the training images, then its steps
     assert all(c['images_per_s'] > 0 for c in info['results'])
     assert info['matmul_peak_gflops'] > 0 and info['tensorflow']
     # measured the way the scripts run: TensorFlow started by mycli.start_tensorflow, oneDNN on

@@ -130,7 +130,8 @@ def test_the_earlier_recipe_keeps_its_command_lines():
     in phase 3 only, by the three settings chosen on the validation split (docs/biased_mnist.md, B12b)."""
     import reproduce
     line = lambda recipe: [' '.join(map(str, p.args)) for p in reproduce.plan('biased_mnist_0.999', 'O', recipe, 0)]
-    old, new = line('biased-b10a'), line('biased')
+    old, new = line('biased-b10a'), line('biased-b12b')
+    assert line('biased')[:3] == new[:3] and line('biased')[3] == new[3].replace(' --seed', ' --masks-once --seed')   # B13
     assert old[1] == ('biased_mnist_0.999 O/phase1.keras masks otsu adv --epochs 1 --batchsize 16 --lr-schedule cosine '
                       '--gen-lr 0.0001 --clean-share 0.25 --clean-back black --replay 0.25 --average 800 --flip 0 '
                       '--back-flip 0.5 --dim cap --warp 0.0 --seed 0').replace('O/', os.path.join('O', ''))

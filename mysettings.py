@@ -171,8 +171,8 @@ class Phase3(Training):
                 raise mycli.UserError('--masks-once computes the masks of one U-Net before training: it needs one '
                                       'U-Net file, not ' + repr(self.unet_model))
             if self.binarize_mask not in mycli.BINARIZE_ONCE:
-                raise mycli.UserError(f'--masks-once keeps binary masks: it needs binarize_mask {" or ".join(mycli.BINARIZE_ONCE)}, '
-                                      f'not {self.binarize_mask}')
+                raise mycli.UserError('--masks-once keeps binary masks: it needs binarize_mask '
+                                      f'{" or ".join(mycli.BINARIZE_ONCE)}, not {self.binarize_mask}')
         if self.clean_share + self.replay > 1:
             raise mycli.UserError(f'--clean-share ({self.clean_share:g}) and --replay ({self.replay:g}) are shares of '
                                   'the same batch: together at most 1')

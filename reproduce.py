@@ -66,8 +66,8 @@ RECIPES['fast']['phase3-unet'] = dict(RECIPES['fast']['phase3'], masks_once=True
 # the time (back_shuffle: else the game freezes in the generator's last colour and the classifier stays blind
 # to the colours it never painted, a different one in each seed), two epochs. Chosen on the validation split
 # (2026-12-07, B12b: 96.8-98.7% unbiased over four seeds at rho 0.999 and 0.99); the README's table is its
-# test-set run ('biased-b12b' since B13 below). 'biased-b10a', the recipe before (one epoch, no shuffling), is what the second test-set run
-# measured (its table in docs/biased_mnist.md).
+# test-set run ('biased-b12b' since B13 below). 'biased-b10a', the recipe before (one epoch, no shuffling), is
+# what the second test-set run measured (its table in docs/biased_mnist.md).
 # (phases 1 and 2 as fast's; both Proposal rows with the same phase 3)
 RECIPES['biased-b10a'] = dict(phase1=RECIPES['fast']['phase1'], phase2=RECIPES['fast']['phase2'],
                               phase3=dict(epochs=1, batchsize=16, lr_schedule='cosine', gen_lr=1e-4, clean_share=0.25,

@@ -204,17 +204,33 @@ def precision(text):
     return text
 
 
-def bfloat16_hardware():
-    """Whether this machine computes bfloat16 natively: an NVIDIA GPU, or a CPU with AMX or
-    AVX512-BF16 (read from /proc/cpuinfo; False where that cannot be read)."""
-    if os.path.isdir('/proc/driver/nvidia/gpus') and os.listdir('/proc/driver/nvidia/gpus'):
-        return True
+def cpu_flags():
+    """The CPU's feature flags, from /proc/cpuinfo (none where it cannot be read)."""
     try:
         with open('/proc/cpuinfo') as f:
-            flags = next((l.split(':', 1)[1].split() for l in f if l.startswith('flags')), [])
+            return set(next((l.split(':', 1)[1].split() for l in f if l.startswith('flags')), []))
     except OSError:
-        return False
-    return 'amx_bf16' in flags or 'avx512_bf16' in flags
+        return set()
+
+
+def nvidia_gpu():
+    """Whether the machine has an NVIDIA GPU (its driver lists one)."""
+    return os.path.isdir('/proc/driver/nvidia/gpus') and bool(os.listdir('/proc/driver/nvidia/gpus'))
+
+
+def bfloat16_hardware():
+    """Whether this machine computes bfloat16 natively: an NVIDIA GPU, or a CPU with AMX or
+    AVX512-BF16."""
+    return nvidia_gpu() or bool({'amx_bf16', 'avx512_bf16'} & cpu_flags())
+
+
+def recipe_precision(precision):
+    """A recipe's precision as run here: 'auto' is bfloat16 on a CPU with AMX and no GPU (the
+    only hardware the fast recipe was screened and tested on in bfloat16, docs/recipe.md) and
+    float32 elsewhere; float32 and bfloat16 are themselves."""
+    if precision != 'auto':
+        return precision
+    return 'bfloat16' if 'amx_bf16' in cpu_flags() and not nvidia_gpu() else 'float32'
 
 
 def size_arg(p):

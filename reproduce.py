@@ -80,8 +80,9 @@ RECIPES['biased-b12b'] = dict(RECIPES['biased-b10a'], phase3=dict(RECIPES['biase
 RECIPES['biased'] = dict(RECIPES['biased-b12b'], **{'phase3-unet': dict(RECIPES['biased-b12b']['phase3'],
                                                                         masks_once=True)})
 # what each recipe computes in (every phase, and the final evaluation): the precision it was chosen
-# and tested in (--precision overrides it)
-PRECISION = {'paper': 'float32', 'fast': 'float32', 'biased': 'float32', 'biased-b12b': 'float32',
+# and tested in (--precision overrides it). auto (mycli.recipe_precision): bfloat16 on a CPU with AMX,
+# where screen E1 chose it and its test-set run measured it (docs/recipe.md), float32 elsewhere
+PRECISION = {'paper': 'float32', 'fast': 'auto', 'biased': 'float32', 'biased-b12b': 'float32',
              'biased-b10a': 'float32', 'smoke': 'float32'}
 MASK_MODE = 'otsu'   # binarization of the masks in phase 3
 JOBS = 2             # phases trained side by side (--jobs)
@@ -401,7 +402,8 @@ def main():
     p.add_argument('--validation', action='store_true',
                    help='train on the first 55,000 training images, evaluate on the last 5,000 with the validation '
                    'backgrounds: the protocol on which recipes are chosen (the test set is not read)')
-    mycli.precision_arg(p, None, "the recipe's: " + ', '.join(f'{r} {v}' for r, v in PRECISION.items()))
+    mycli.precision_arg(p, None, "the recipe's: " + ', '.join(f'{r} {v}' for r, v in PRECISION.items())
+                        + '; auto: bfloat16 on a CPU with AMX and no GPU, else float32')
     p.add_argument('--strategy', choices=mycli.STRATEGIES, default='default',
                    help='for every phase: one device, all local GPUs, or the machines in TF_CONFIG (then run '
                    'this same command on each, with an output folder they all see)')
@@ -413,7 +415,7 @@ def main():
                    'always 1')
     args = p.parse_args()
     args.recipe = args.recipe or ('biased' if args.dataset == 'biased_mnist' else 'fast')
-    args.precision = args.precision or PRECISION[args.recipe]
+    args.precision = args.precision or mycli.recipe_precision(PRECISION[args.recipe])
     if args.strategy == 'multiworker':
         args.jobs = 1   # every worker takes part in each phase, in step with the others
     if args.jobs > 1:   # several TensorFlow processes on one GPU: each takes memory as it needs it

@@ -201,6 +201,22 @@ def test_reproduce_passes_its_precision_to_every_phase():
     assert set(reproduce.PRECISION) == set(reproduce.RECIPES)
 
 
+def test_auto_precision_is_bfloat16_only_on_a_cpu_with_amx_and_no_gpu(monkeypatch):
+    """The fast recipe's precision, 'auto', is bfloat16 only where it was screened and tested (a
+    CPU with AMX, no GPU); float32 on AVX512-BF16 without AMX, on AVX2, and wherever a GPU is."""
+    import reproduce
+    assert reproduce.PRECISION['fast'] == 'auto'
+    for flags, gpu, expected in [({'avx2', 'amx_bf16', 'amx_tile'}, False, 'bfloat16'),
+                                 ({'avx2', 'amx_bf16'}, True, 'float32'),
+                                 ({'avx2', 'avx512_bf16'}, False, 'float32'),
+                                 ({'avx2', 'fma'}, False, 'float32'), (set(), False, 'float32')]:
+        monkeypatch.setattr(mycli, 'cpu_flags', lambda: flags)
+        monkeypatch.setattr(mycli, 'nvidia_gpu', lambda: gpu)
+        assert mycli.recipe_precision('auto') == expected, (flags, gpu)
+        assert mycli.recipe_precision('float32') == 'float32' and mycli.recipe_precision('bfloat16') == 'bfloat16'
+    assert all(v in ('auto', *mycli.PRECISIONS) for v in reproduce.PRECISION.values())
+
+
 @pytest.mark.parametrize('recipe', ['paper', 'fast', 'smoke', 'biased'])
 def test_each_phase_runs_with_the_settings_reproduce_records(recipe, tmp_path):
     """The command line reproduce.py gives each phase, parsed by that script's own parser, gives

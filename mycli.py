@@ -188,7 +188,7 @@ def precision_arg(p, default='float32', default_text=None):
     """--precision: float32, or Keras' mixed bfloat16 (weights and outputs stay float32)."""
     p.add_argument('--precision', type=precision, default=default, metavar='{float32,bfloat16}',
                    help=f'float32 or bfloat16 (default {default_text or default}): in bfloat16 the layers compute in bfloat16, the '
-                   'weights, their updates and the outputs stay float32; 1.2-2.5x faster training and 4x faster '
+                   'weights, their updates and the outputs stay float32; 1.1-2.4x faster training and 3.4x faster '
                    'evaluation on CPUs with AMX (Intel Xeon of the 4th generation and later, docs/performance.md); '
                    'on CPUs without bfloat16 instructions it is emulated (not measured here: try float32)')
 

@@ -37,8 +37,10 @@ def main():
                    'at the fast recipe\'s settings only: under a minute')
     p.add_argument('--output', help='JSON file with every figure (default benchmark.json)')
     p.add_argument('--dataset', type=mycli.checked(md.check_name), default='mnist_backgrounds')
-    mycli.precision_arg(p)
+    mycli.precision_arg(p, None, "the fast recipe's: bfloat16 on a CPU with AMX and no GPU, else float32")
     args = p.parse_args()
+    import reproduce
+    args.precision = args.precision or mycli.recipe_precision(reproduce.PRECISION['fast'])
     output = mycli.output_file(args.output, 'benchmark.json', ('.json',))
 
     mycli.start_tensorflow()   # as the scripts start it (oneDNN on); an earlier import of tensorflow would skip that
@@ -142,7 +144,6 @@ def main():
 
     # each phase of reproduce.py's fast recipe at the recipe's own settings (batch size, rates and
     # their schedule, masks, shares), as reproduce.py runs it; the attention baseline with phase 1's
-    import reproduce
     fast = reproduce.RECIPES['fast']
     steps_of = lambda r: r.get('epochs', 1) * (min(len(X), r.get('subset') or len(X)) // r['batchsize'])
     r1, r2, r3 = fast['phase1'], fast['phase2'], fast['phase3']

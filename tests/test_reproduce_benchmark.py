@@ -144,7 +144,12 @@ def test_benchmark_quick(benchmark_run):
     # measured the way the scripts run: TensorFlow started by mycli.start_tensorflow, oneDNN on
     # (an import of tensorflow before it once left it off and the figures 30-60% low)
     assert info['onednn'] is True
-    assert 'images/s' in benchmark_run['stdout'] and info['precision'] == 'float32'
+    # by default the fast recipe's precision: bfloat16 on a CPU with AMX and no GPU, float32 elsewhere
+    import mycli
+    import reproduce
+    expected = 'bfloat16' if 'amx_bf16' in mycli.cpu_flags() and not mycli.nvidia_gpu() else 'float32'
+    assert reproduce.PRECISION['fast'] == 'auto'
+    assert 'images/s' in benchmark_run['stdout'] and info['precision'] == expected
 
 
 def test_reproduce_biased_mnist_smoke(biased_chain):

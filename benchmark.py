@@ -37,7 +37,7 @@ def main():
                    'at the fast recipe\'s settings only: under a minute')
     p.add_argument('--output', help='JSON file with every figure (default benchmark.json)')
     p.add_argument('--dataset', type=mycli.checked(md.check_name), default='mnist_backgrounds')
-    mycli.precision_arg(p, None, "the fast recipe's: bfloat16 on a CPU with AMX and no GPU, else float32")
+    mycli.precision_arg(p, None, "the fast recipe's: " + mycli.AUTO_PRECISION)
     args = p.parse_args()
     import reproduce
     args.precision = args.precision or mycli.recipe_precision(reproduce.PRECISION['fast'])

@@ -184,6 +184,9 @@ def rho_list(text):
     return rhos
 
 
+AUTO_PRECISION = 'bfloat16 on a CPU with AMX and no GPU, else float32'   # what recipe_precision('auto') gives
+
+
 def precision_arg(p, default='float32', default_text=None):
     """--precision: float32, or Keras' mixed bfloat16 (weights and outputs stay float32)."""
     p.add_argument('--precision', type=precision, default=default, metavar='{float32,bfloat16}',

@@ -403,7 +403,7 @@ def main():
                    help='train on the first 55,000 training images, evaluate on the last 5,000 with the validation '
                    'backgrounds: the protocol on which recipes are chosen (the test set is not read)')
     mycli.precision_arg(p, None, "the recipe's: " + ', '.join(f'{r} {v}' for r, v in PRECISION.items())
-                        + '; auto: bfloat16 on a CPU with AMX and no GPU, else float32')
+                        + '; auto: ' + mycli.AUTO_PRECISION)
     p.add_argument('--strategy', choices=mycli.STRATEGIES, default='default',
                    help='for every phase: one device, all local GPUs, or the machines in TF_CONFIG (then run '
                    'this same command on each, with an output folder they all see)')

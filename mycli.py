@@ -166,6 +166,11 @@ def training_args(p, settings):
                    'where the background\'s colour gives the label (Biased-MNIST), phase 3\'s composites leak it')
     size_arg(p)
     precision_arg(p)
+    p.add_argument('--threads', type=non_negative_int, metavar='N',
+                   help='threads TensorFlow uses within an operation and between operations (default 0: its own '
+                   'choice, every core). Two runs side by side on a 2-core machine are faster with 1 each '
+                   '(docs/performance.md). The order of the sums, and so the last digits of the weights, depend on it: '
+                   'it is recorded, and a run resumes only with the same')
     p.add_argument('--strategy', choices=STRATEGIES,
                    help='default: one device; mirrored: all local GPUs; multiworker: the machines in TF_CONFIG '
                    '(the batch size is the global one, split across replicas)')
@@ -348,10 +353,11 @@ def _run_main(main):
         sys.exit(143 if terminated else 130)
 
 
-def start_tensorflow():
+def start_tensorflow(threads=0):
     """Import TensorFlow with oneDNN on and without its C++ start-up chatter (CUDA probing on a
     CPU-only machine), which is written straight to file descriptor 2 before its logging is set
-    up. Call it before importing keras, tensorflow or the modules that do; a second call does
+    up. threads: TensorFlow's threads within and between operations (--threads; 0: its default).
+    Call it before importing keras, tensorflow or the modules that do; a second call does
     nothing. Errors still raise as usual."""
     if 'tensorflow' in sys.modules:
         return
@@ -364,6 +370,9 @@ def start_tensorflow():
     try:
         import tensorflow as tf
         _cpu_devices(tf)
+        if threads:   # (only before TensorFlow's first operation)
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
         if 'TF_CONFIG' not in os.environ:   # several machines need TensorFlow not started yet
             tf.constant(0) + 1   # device start-up happens at the first operation
     finally:

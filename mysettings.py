@@ -39,6 +39,7 @@ class Training:
     warp: float = 1.0             # the augmentation's rotation, shift and shear ranges times this
     size: Optional[int] = None
     precision: str = 'float32'
+    threads: int = 0              # TensorFlow's threads within and between operations; 0: its default (every core)
     strategy: str = 'default'
     lr: Optional[float] = None    # None: the model's published rate (mymodels.LEARNING_RATE)
     lr_schedule: str = 'constant'
@@ -47,7 +48,7 @@ class Training:
     SUFFIX = ''   # of the default output, DATASET-SUFFIX.keras (each script's)
     # settings added after runs had been recorded: {field: default}; at its default a field is left out
     # of the record, so that checkpoints and done.json written before it still match
-    LATER = {'warp': 1.0}
+    LATER = {'warp': 1.0, 'threads': 0}
 
     @classmethod
     def defaults(cls):

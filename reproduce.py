@@ -79,11 +79,23 @@ RECIPES['biased-b12b'] = dict(RECIPES['biased-b10a'], phase3=dict(RECIPES['biase
 # the README's table is B12b's
 RECIPES['biased'] = dict(RECIPES['biased-b12b'], **{'phase3-unet': dict(RECIPES['biased-b12b']['phase3'],
                                                                         masks_once=True)})
+# B14 (a candidate, 2026-12-08, docs/biased_mnist.md): B13 in less time. Each of the two phases side by side on its
+# share of the cores (THREADS: one thread each on 2 cores, where two processes with TensorFlow's default of two
+# threads switched context about 3,000 times a second each, with one 300, and ran phase 3 about a sixth slower), phase
+# 1 for 3 epochs, phase 2 on 10,000 images, the U-Net row's phase 3 for one epoch; the row with the construction's
+# masks as B13 but for phase 1
+RECIPES['biased-b14'] = dict(RECIPES['biased'], phase1=dict(RECIPES['biased']['phase1'], epochs=3),
+                             phase2=dict(RECIPES['biased']['phase2'], subset=10000),
+                             **{'phase3-unet': dict(RECIPES['biased']['phase3-unet'], epochs=1, average=800)})
 # what each recipe computes in (every phase, and the final evaluation): the precision it was chosen
 # and tested in (--precision overrides it). auto (mycli.recipe_precision): bfloat16 on a CPU with AMX,
 # where screen E1 chose it and its test-set run measured it (docs/recipe.md), float32 elsewhere
-PRECISION = {'paper': 'float32', 'fast': 'auto', 'biased': 'float32', 'biased-b12b': 'float32',
+PRECISION = {'paper': 'float32', 'fast': 'auto', 'biased': 'float32', 'biased-b14': 'float32', 'biased-b12b': 'float32',
              'biased-b10a': 'float32', 'smoke': 'float32'}
+# TensorFlow's threads in each phase's process (--threads): 'share' gives each of the --jobs processes its share of
+# the cores; absent, 0: TensorFlow's own choice, every core in each process. The order of the sums depends on it, so it
+# is part of what a recipe was tested with
+THREADS = {'biased-b14': 'share'}
 MASK_MODE = 'otsu'   # binarization of the masks in phase 3
 JOBS = 2             # phases trained side by side (--jobs)
 EVALUATION = 1       # version of the evaluation: a change of what is evaluated invalidates evaluation.json
@@ -102,8 +114,9 @@ PUBLISHED = {'Vanilla (published)': [10.4, 33.4, 72.1, 89.1], 'ReBias (published
 Phase = collections.namedtuple('Phase', 'number name script settings args key needs')
 
 
-def plan(data, out, recipe, seed, precision='float32'):
-    """Every phase of one seed, in order (the order --jobs 1 runs them in)."""
+def plan(data, out, recipe, seed, precision='float32', threads=0):
+    """Every phase of one seed, in order (the order --jobs 1 runs them in). threads: each phase's
+    --threads (0: TensorFlow's own choice)."""
     r = RECIPES[recipe]
     model = lambda name: os.path.join(out, f'{name}.keras')
     p1, p2 = model('phase1'), model('phase2')
@@ -125,17 +138,19 @@ def plan(data, out, recipe, seed, precision='float32'):
         phases = phases[:4]    # the published comparison has no attention baseline
     out = []
     for i, (name, script, kind, positional, phase, key, needs) in enumerate(phases):
-        settings = kind(dataset=data, seed=seed, precision=precision, output=key, **positional,
+        settings = kind(dataset=data, seed=seed, precision=precision, threads=threads, output=key, **positional,
                         **(dict(global_model=p1) if kind is mysettings.Attention else {}), **r[phase])
         args = [data] + list(positional.values()) + (['--global-model', p1] if kind is mysettings.Attention else []) \
-            + settings.argv(r[phase]) + ([] if precision == 'float32' else ['--precision', precision]) + ['--seed', seed]
+            + settings.argv(r[phase]) + ([] if precision == 'float32' else ['--precision', precision]) \
+            + (['--threads', threads] if threads else []) + ['--seed', seed]
         out.append(Phase(i, name, script, settings, args, key, needs))
     return out
 
 
-def recipe_options(recipe, precision='float32'):
+def recipe_options(recipe, precision='float32', threads=0):
     """Each phase's options of a recipe, as on its command line (the table's record of it)."""
     return {k: mysettings.argv(v) + ([] if precision == 'float32' else ['--precision', precision])
+            + (['--threads', threads] if threads else [])
             for k, v in RECIPES[recipe].items()}
 
 
@@ -213,17 +228,19 @@ def wait_for_chief(state_path, phase, timeout=600):
 Chain = collections.namedtuple('Chain', 'data out seed n_train label')
 
 
-def train(data, out, recipe, seed, n_train, strategy, chief, label='', precision='float32', jobs=1, idle=None):
+def train(data, out, recipe, seed, n_train, strategy, chief, label='', precision='float32', jobs=1, idle=None,
+          threads=0):
     """Every phase of one seed into `out` (train_chains with one chain). Returns its training wall time."""
-    return train_chains([Chain(data, out, seed, n_train, label)], recipe, strategy, chief, precision, jobs, idle)[out]
+    return train_chains([Chain(data, out, seed, n_train, label)], recipe, strategy, chief, precision, jobs, idle,
+                        threads)[out]
 
 
-def train_chains(chains, recipe, strategy, chief, precision='float32', jobs=1, idle=None):
+def train_chains(chains, recipe, strategy, chief, precision='float32', jobs=1, idle=None, threads=0):
     """Every phase of every chain (one seed each, into its own folder), skipping those done with the
     same settings (each folder's done.json), up to `jobs` at a time (myschedule.run): one schedule
     for all chains, so that while one chain's last phase trains alone the next chain's first
     starts beside it (with one at a time, chain after chain). Each finished phase is recorded at
-    once. idle(models): what a free slot does (myschedule.run; reproduce.py evaluates the rows
+    once. threads: each phase's --threads. idle(models): what a free slot does (myschedule.run; reproduce.py evaluates the rows
     already trained). Returns {folder: training wall time}, over every run of this command into
     it: while several chains train, each is counted a share of the time (so the times add up to
     the time the training took)."""
@@ -240,7 +257,7 @@ def train_chains(chains, recipe, strategy, chief, precision='float32', jobs=1, i
                   file=sys.stderr)
             done = {}
         wall = done.get('_wall', 0.0)
-        phases = plan(c.data, c.out, recipe, c.seed, precision)
+        phases = plan(c.data, c.out, recipe, c.seed, precision, threads)
         st = dict(chain=c, path=state_path, done=done, n=len(phases), running=0,
                   wall=wall if isinstance(wall, (int, float)) else 0.0)
         states.append(st)
@@ -392,7 +409,8 @@ def main():
                    help='biased_mnist: the training correlations (default the published '
                    f'{",".join(map(str, mybiased.RHOS))})')
     p.add_argument('--recipe', choices=list(RECIPES), help='fast (the default), paper, smoke (a quick check), biased (the default of '
-                   'biased_mnist) or biased-b10a (the recipe before it): docs/biased_mnist.md')
+                   'biased_mnist), biased-b14 (a candidate), biased-b12b or biased-b10a (recipes before it): '
+                   'docs/biased_mnist.md')
     p.add_argument('--output', help='folder for models, logs and the table (made if missing; default: '
                    'runs/DATASET-RECIPE, or runs/DATASET-RECIPE-validation)')
     p.add_argument('--seed', type=mycli.seed, default=mycli.SEED, help='the (first) seed (default 0)')
@@ -404,6 +422,10 @@ def main():
                    'backgrounds: the protocol on which recipes are chosen (the test set is not read)')
     mycli.precision_arg(p, None, "the recipe's: " + ', '.join(f'{r} {v}' for r, v in PRECISION.items())
                         + '; auto: ' + mycli.AUTO_PRECISION)
+    p.add_argument('--threads', type=mycli.non_negative_int, metavar='N',
+                   help="every phase's --threads (default the recipe's: " + (', '.join(f'{r} {v}' for r, v in
+                   THREADS.items()) or 'none') + "; share: the machine's cores shared among the --jobs; else 0, "
+                   "TensorFlow's own choice)")
     p.add_argument('--strategy', choices=mycli.STRATEGIES, default='default',
                    help='for every phase: one device, all local GPUs, or the machines in TF_CONFIG (then run '
                    'this same command on each, with an output folder they all see)')
@@ -418,6 +440,7 @@ def main():
     args.precision = args.precision or mycli.recipe_precision(PRECISION[args.recipe])
     if args.strategy == 'multiworker':
         args.jobs = 1   # every worker takes part in each phase, in step with the others
+    args.threads = recipe_threads(THREADS.get(args.recipe, 0), args.jobs) if args.threads is None else args.threads
     if args.jobs > 1:   # several TensorFlow processes on one GPU: each takes memory as it needs it
         os.environ.setdefault('TF_FORCE_GPU_ALLOW_GROWTH', 'true')
     # several machines: every one runs each phase; only the chief writes models and the table
@@ -458,7 +481,7 @@ def main():
 
     chains = [Chain(data, folders[s], s, n_train, label(s)) for s in seeds]
     walls = train_chains(chains, args.recipe, args.strategy, chief, precision=args.precision, jobs=args.jobs,
-                         idle=idle if evaluate_early else None)
+                         idle=idle if evaluate_early else None, threads=args.threads)
     walls = {s: walls[folders[s]] for s in seeds}
     if not chief:
         print(f'this worker took part in every phase; the chief writes the models and {out}/table.md')
@@ -478,12 +501,21 @@ def main():
         for r in ROWS:
             results[r][s], noise[r][s] = rows[r], sweep[r]
     import mybackgrounds
-    print(myreport.write_tables(out, data, args.recipe, results, recipe_options(args.recipe, args.precision),
+    print(myreport.write_tables(out, data, args.recipe, results, recipe_options(args.recipe, args.precision, args.threads),
                                 walls,
                                 time.time() - t0))
     myreport.figure(os.path.join(out, 'figure.png'), images, results)
     myreport.write_noise(out, mybackgrounds.NOISE_RATES, noise)
     print(f'wrote {out}/table.md, table.csv, figure.png, noise.csv, figure-noise.png')
+
+
+def recipe_threads(threads, jobs):
+    """A recipe's --threads as run here: 'share' is the cores this process may use divided among the
+    jobs (at least 1; with one job 0, TensorFlow's own choice, which is every core); a number is itself."""
+    if threads != 'share':
+        return threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+    return max(1, cores // jobs) if jobs > 1 else 0
 
 
 def biased(args, out, chief):
@@ -496,7 +528,8 @@ def biased(args, out, chief):
     folder = lambda rho, s: os.path.join(out, f'rho-{rho:g}', f'seed-{s}')
     n_train = {rho: len(md.dataset(data[rho]).train[1]) for rho in args.rho}
     chains = [Chain(data[rho], folder(rho, s), s, n_train[rho], f'rho {rho:g}, seed {s}: ') for rho in args.rho for s in seeds]
-    walls = train_chains(chains, args.recipe, args.strategy, chief, precision=args.precision, jobs=args.jobs)
+    walls = train_chains(chains, args.recipe, args.strategy, chief, precision=args.precision, jobs=args.jobs,
+                         threads=args.threads)
     walls = {(rho, s): walls[folder(rho, s)] for rho in args.rho for s in seeds}
     if not chief:
         print(f'this worker took part in every phase; the chief writes the models and {out}/table.md')
@@ -512,7 +545,7 @@ def biased(args, out, chief):
                 results[r][rho, s] = acc
     published = PUBLISHED if not args.validation else {}
     print(myreport.write_biased(out, args.rho, seeds, results, {r: dict(zip(mybiased.RHOS, v)) for r, v in published.items()},
-                                recipe_options(args.recipe, args.precision), walls, time.time() - t0,
+                                recipe_options(args.recipe, args.precision, args.threads), walls, time.time() - t0,
                                 validation=args.validation))
     print(f'wrote {out}/table.md, table.csv, figure.png')
 

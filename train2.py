@@ -37,7 +37,7 @@ def main():
     s = Settings.from_args(parser().parse_args())
     mylock.hold(s.output, s.strategy)   # one run per output: a second one stops here
 
-    mycli.start_tensorflow()
+    mycli.start_tensorflow(s.threads)
     import numpy as np
     import mydatagen
     import mymodels

@@ -45,7 +45,7 @@ def main():
     mylock.hold(s.output, s.strategy)   # one run per output: a second one stops here
     global_output = s.companion('global')
 
-    mycli.start_tensorflow()
+    mycli.start_tensorflow(s.threads)
     import os
     import mymodels
     import myrun

@@ -87,15 +87,21 @@ RECIPES['biased'] = dict(RECIPES['biased-b12b'], **{'phase3-unet': dict(RECIPES[
 RECIPES['biased-b14'] = dict(RECIPES['biased'], phase1=dict(RECIPES['biased']['phase1'], epochs=3),
                              phase2=dict(RECIPES['biased']['phase2'], subset=10000),
                              **{'phase3-unet': dict(RECIPES['biased']['phase3-unet'], epochs=1, average=800)})
+# B14 failed its screen (the baseline and the U-Net row fell). Two candidates after it (2026-12-08): B15, B13 with
+# each phase on its share of the cores and nothing else; B15b, B15 with phase 2 on 10,000 images and the U-Net row's
+# phase 3 for one epoch (B14 without its shorter phase 1)
+RECIPES['biased-b15'] = RECIPES['biased']
+RECIPES['biased-b15b'] = dict(RECIPES['biased'], phase2=RECIPES['biased-b14']['phase2'],
+                              **{'phase3-unet': RECIPES['biased-b14']['phase3-unet']})
 # what each recipe computes in (every phase, and the final evaluation): the precision it was chosen
 # and tested in (--precision overrides it). auto (mycli.recipe_precision): bfloat16 on a CPU with AMX,
 # where screen E1 chose it and its test-set run measured it (docs/recipe.md), float32 elsewhere
-PRECISION = {'paper': 'float32', 'fast': 'auto', 'biased': 'float32', 'biased-b14': 'float32', 'biased-b12b': 'float32',
-             'biased-b10a': 'float32', 'smoke': 'float32'}
+PRECISION = {'paper': 'float32', 'fast': 'auto', 'biased': 'float32', 'biased-b14': 'float32', 'biased-b15': 'float32',
+             'biased-b15b': 'float32', 'biased-b12b': 'float32', 'biased-b10a': 'float32', 'smoke': 'float32'}
 # TensorFlow's threads in each phase's process (--threads): 'share' gives each of the --jobs processes its share of
 # the cores; absent, 0: TensorFlow's own choice, every core in each process. The order of the sums depends on it, so it
 # is part of what a recipe was tested with
-THREADS = {'biased-b14': 'share'}
+THREADS = {'biased-b14': 'share', 'biased-b15': 'share', 'biased-b15b': 'share'}
 MASK_MODE = 'otsu'   # binarization of the masks in phase 3
 JOBS = 2             # phases trained side by side (--jobs)
 EVALUATION = 1       # version of the evaluation: a change of what is evaluated invalidates evaluation.json
@@ -409,7 +415,8 @@ def main():
                    help='biased_mnist: the training correlations (default the published '
                    f'{",".join(map(str, mybiased.RHOS))})')
     p.add_argument('--recipe', choices=list(RECIPES), help='fast (the default), paper, smoke (a quick check), biased (the default of '
-                   'biased_mnist), biased-b14 (a candidate), biased-b12b or biased-b10a (recipes before it): '
+                   'biased_mnist), biased-b14, biased-b15, biased-b15b (candidates), biased-b12b or biased-b10a (recipes before '
+                   'it): '
                    'docs/biased_mnist.md')
     p.add_argument('--output', help='folder for models, logs and the table (made if missing; default: '
                    'runs/DATASET-RECIPE, or runs/DATASET-RECIPE-validation)')

@@ -79,29 +79,11 @@ RECIPES['biased-b12b'] = dict(RECIPES['biased-b10a'], phase3=dict(RECIPES['biase
 # the README's table is B12b's
 RECIPES['biased'] = dict(RECIPES['biased-b12b'], **{'phase3-unet': dict(RECIPES['biased-b12b']['phase3'],
                                                                         masks_once=True)})
-# B14 (a candidate, 2026-12-08, docs/biased_mnist.md): B13 in less time. Each of the two phases side by side on its
-# share of the cores (THREADS: one thread each on 2 cores, where two processes with TensorFlow's default of two
-# threads switched context about 3,000 times a second each, with one 300, and ran phase 3 about a sixth slower), phase
-# 1 for 3 epochs, phase 2 on 10,000 images, the U-Net row's phase 3 for one epoch; the row with the construction's
-# masks as B13 but for phase 1
-RECIPES['biased-b14'] = dict(RECIPES['biased'], phase1=dict(RECIPES['biased']['phase1'], epochs=3),
-                             phase2=dict(RECIPES['biased']['phase2'], subset=10000),
-                             **{'phase3-unet': dict(RECIPES['biased']['phase3-unet'], epochs=1, average=800)})
-# B14 failed its screen (the baseline and the U-Net row fell). Two candidates after it (2026-12-08): B15, B13 with
-# each phase on its share of the cores and nothing else; B15b, B15 with phase 2 on 10,000 images and the U-Net row's
-# phase 3 for one epoch (B14 without its shorter phase 1)
-RECIPES['biased-b15'] = RECIPES['biased']
-RECIPES['biased-b15b'] = dict(RECIPES['biased'], phase2=RECIPES['biased-b14']['phase2'],
-                              **{'phase3-unet': RECIPES['biased-b14']['phase3-unet']})
 # what each recipe computes in (every phase, and the final evaluation): the precision it was chosen
 # and tested in (--precision overrides it). auto (mycli.recipe_precision): bfloat16 on a CPU with AMX,
 # where screen E1 chose it and its test-set run measured it (docs/recipe.md), float32 elsewhere
-PRECISION = {'paper': 'float32', 'fast': 'auto', 'biased': 'float32', 'biased-b14': 'float32', 'biased-b15': 'float32',
-             'biased-b15b': 'float32', 'biased-b12b': 'float32', 'biased-b10a': 'float32', 'smoke': 'float32'}
-# TensorFlow's threads in each phase's process (--threads): 'share' gives each of the --jobs processes its share of
-# the cores; absent, 0: TensorFlow's own choice, every core in each process. The order of the sums depends on it, so it
-# is part of what a recipe was tested with
-THREADS = {'biased-b14': 'share', 'biased-b15': 'share', 'biased-b15b': 'share'}
+PRECISION = {'paper': 'float32', 'fast': 'auto', 'biased': 'float32', 'biased-b12b': 'float32',
+             'biased-b10a': 'float32', 'smoke': 'float32'}
 MASK_MODE = 'otsu'   # binarization of the masks in phase 3
 JOBS = 2             # phases trained side by side (--jobs)
 EVALUATION = 1       # version of the evaluation: a change of what is evaluated invalidates evaluation.json
@@ -415,8 +397,7 @@ def main():
                    help='biased_mnist: the training correlations (default the published '
                    f'{",".join(map(str, mybiased.RHOS))})')
     p.add_argument('--recipe', choices=list(RECIPES), help='fast (the default), paper, smoke (a quick check), biased (the default of '
-                   'biased_mnist), biased-b14, biased-b15, biased-b15b (candidates), biased-b12b or biased-b10a (recipes before '
-                   'it): '
+                   'biased_mnist), biased-b12b or biased-b10a (the recipes before it): '
                    'docs/biased_mnist.md')
     p.add_argument('--output', help='folder for models, logs and the table (made if missing; default: '
                    'runs/DATASET-RECIPE, or runs/DATASET-RECIPE-validation)')
@@ -429,10 +410,10 @@ def main():
                    'backgrounds: the protocol on which recipes are chosen (the test set is not read)')
     mycli.precision_arg(p, None, "the recipe's: " + ', '.join(f'{r} {v}' for r, v in PRECISION.items())
                         + '; auto: ' + mycli.AUTO_PRECISION)
-    p.add_argument('--threads', type=mycli.non_negative_int, metavar='N',
-                   help="every phase's --threads (default the recipe's: " + (', '.join(f'{r} {v}' for r, v in
-                   THREADS.items()) or 'none') + "; share: the machine's cores shared among the --jobs; else 0, "
-                   "TensorFlow's own choice)")
+    p.add_argument('--threads', type=mycli.non_negative_int, default=0, metavar='N',
+                   help="every phase's --threads (default 0: TensorFlow's own choice, every core in each process; the "
+                   "last digits of the weights depend on it; one each beside another was about as fast, "
+                   "docs/biased_mnist.md, B15)")
     p.add_argument('--strategy', choices=mycli.STRATEGIES, default='default',
                    help='for every phase: one device, all local GPUs, or the machines in TF_CONFIG (then run '
                    'this same command on each, with an output folder they all see)')
@@ -447,7 +428,6 @@ def main():
     args.precision = args.precision or mycli.recipe_precision(PRECISION[args.recipe])
     if args.strategy == 'multiworker':
         args.jobs = 1   # every worker takes part in each phase, in step with the others
-    args.threads = recipe_threads(THREADS.get(args.recipe, 0), args.jobs) if args.threads is None else args.threads
     if args.jobs > 1:   # several TensorFlow processes on one GPU: each takes memory as it needs it
         os.environ.setdefault('TF_FORCE_GPU_ALLOW_GROWTH', 'true')
     # several machines: every one runs each phase; only the chief writes models and the table
@@ -514,15 +494,6 @@ def main():
     myreport.figure(os.path.join(out, 'figure.png'), images, results)
     myreport.write_noise(out, mybackgrounds.NOISE_RATES, noise)
     print(f'wrote {out}/table.md, table.csv, figure.png, noise.csv, figure-noise.png')
-
-
-def recipe_threads(threads, jobs):
-    """A recipe's --threads as run here: 'share' is the cores this process may use divided among the
-    jobs (at least 1; with one job 0, TensorFlow's own choice, which is every core); a number is itself."""
-    if threads != 'share':
-        return threads
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
-    return max(1, cores // jobs) if jobs > 1 else 0
 
 
 def biased(args, out, chief):

@@ -217,7 +217,7 @@ def test_auto_precision_is_bfloat16_only_on_a_cpu_with_amx_and_no_gpu(monkeypatc
     assert all(v in ('auto', *mycli.PRECISIONS) for v in reproduce.PRECISION.values())
 
 
-@pytest.mark.parametrize('recipe', ['paper', 'fast', 'smoke', 'biased', 'biased-b14'])
+@pytest.mark.parametrize('recipe', ['paper', 'fast', 'smoke', 'biased'])
 def test_each_phase_runs_with_the_settings_reproduce_records(recipe, tmp_path):
     """The command line reproduce.py gives each phase, parsed by that script's own parser, gives
     the very settings that reproduce.py records in done.json (so a phase is skipped exactly when it
@@ -381,24 +381,20 @@ def test_reproduce_validation_reports_every_epoch(monkeypatch, tmp_path):
     assert sorted(fake.started) == sorted(NAMES) and fake.reports == {'epoch'}
 
 
-def test_reproduce_passes_its_threads_to_every_phase(monkeypatch, tmp_path):
-    """reproduce.py's threads reach every phase as --threads, and its script parses them back to the
-    settings reproduce records (threads are part of the record: the sums' order depends on them); at
-    0 (TensorFlow's own choice) no phase gets the option, so earlier records stay valid. 'share'
-    divides the cores among the jobs."""
+def test_reproduce_passes_its_threads_to_every_phase(tmp_path):
+    """reproduce.py --threads reaches every phase, and its script parses it back to the settings
+    reproduce records (threads are part of the record: the sums' order depends on them); at 0
+    (TensorFlow's own choice, the default) no phase gets the option, so earlier records stay valid."""
     import importlib
     import reproduce
     for threads in (1, 0):
-        for p in reproduce.plan('biased_mnist_0.99', str(tmp_path), 'biased-b14', 0, 'float32', threads):
+        for p in reproduce.plan('biased_mnist_0.99', str(tmp_path), 'biased', 0, 'float32', threads):
             assert p.args.count('--threads') == (threads > 0), p.name
             assert p.settings.threads == threads and p.settings.record().get('threads', 0) == threads
             script_ = importlib.import_module(p.script[:-3])
             parsed = script_.Settings.from_args(script_.parser().parse_args([str(a) for a in p.args] + ['--output', p.key]))
             assert parsed.record() == p.settings.record(), p.name
-    assert all(v in (0, 'share') or isinstance(v, int) for v in reproduce.THREADS.values())
-    monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: set(range(16)), raising=False)
-    assert [reproduce.recipe_threads('share', j) for j in (1, 2, 3, 32)] == [0, 8, 5, 1]
-    assert reproduce.recipe_threads(0, 2) == 0 and reproduce.recipe_threads(4, 2) == 4
+    assert reproduce.recipe_options('biased', 'float32', 2)['phase1'][-2:] == ['--threads', 2]
     assert 'threads' not in mysettings_phase1().record() and mysettings_phase1(threads=2).record()['threads'] == 2
 
 

@@ -168,9 +168,9 @@ def training_args(p, settings):
     precision_arg(p)
     p.add_argument('--threads', type=non_negative_int, metavar='N',
                    help='threads TensorFlow uses within an operation and between operations (default 0: its own '
-                   'choice, every core). Two runs side by side on a 2-core machine are faster with 1 each '
-                   '(docs/performance.md). The order of the sums, and so the last digits of the weights, depend on it: '
-                   'it is recorded, and a run resumes only with the same')
+                   'choice, every core). The order of the sums, and so the last digits of the weights, depend on it: it is '
+                   'recorded, and a run resumes only with the same. One each for two runs side by side on 2 cores was '
+                   'no faster over whole runs (docs/performance.md)')
     p.add_argument('--strategy', choices=STRATEGIES,
                    help='default: one device; mirrored: all local GPUs; multiworker: the machines in TF_CONFIG '
                    '(the batch size is the global one, split across replicas)')

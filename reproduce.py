@@ -129,17 +129,20 @@ def plan(data, out, recipe, seed, precision='float32', threads=0):
         settings = kind(dataset=data, seed=seed, precision=precision, threads=threads, output=key, **positional,
                         **(dict(global_model=p1) if kind is mysettings.Attention else {}), **r[phase])
         args = [data] + list(positional.values()) + (['--global-model', p1] if kind is mysettings.Attention else []) \
-            + settings.argv(r[phase]) + ([] if precision == 'float32' else ['--precision', precision]) \
-            + (['--threads', threads] if threads else []) + ['--seed', seed]
+            + settings.argv(r[phase]) + run_options(precision, threads) + ['--seed', seed]
         out.append(Phase(i, name, script, settings, args, key, needs))
     return out
 
 
+def run_options(precision='float32', threads=0):
+    """The options every phase of a run gets besides its recipe's: none at their defaults, so that
+    the records of runs made before them stay valid."""
+    return ([] if precision == 'float32' else ['--precision', precision]) + (['--threads', threads] if threads else [])
+
+
 def recipe_options(recipe, precision='float32', threads=0):
     """Each phase's options of a recipe, as on its command line (the table's record of it)."""
-    return {k: mysettings.argv(v) + ([] if precision == 'float32' else ['--precision', precision])
-            + (['--threads', threads] if threads else [])
-            for k, v in RECIPES[recipe].items()}
+    return {k: mysettings.argv(v) + run_options(precision, threads) for k, v in RECIPES[recipe].items()}
 
 
 def steps_of(settings, n_train):
@@ -228,8 +231,8 @@ def train_chains(chains, recipe, strategy, chief, precision='float32', jobs=1, i
     same settings (each folder's done.json), up to `jobs` at a time (myschedule.run): one schedule
     for all chains, so that while one chain's last phase trains alone the next chain's first
     starts beside it (with one at a time, chain after chain). Each finished phase is recorded at
-    once. threads: each phase's --threads. idle(models): what a free slot does (myschedule.run; reproduce.py evaluates the rows
-    already trained). Returns {folder: training wall time}, over every run of this command into
+    once. threads: each phase's --threads. idle(models): what a free slot does (myschedule.run;
+    reproduce.py evaluates the rows already trained). Returns {folder: training wall time}, over every run of this command into
     it: while several chains train, each is counted a share of the time (so the times add up to
     the time the training took)."""
     from tqdm import tqdm

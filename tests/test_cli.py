@@ -386,6 +386,7 @@ def test_reproduce_passes_its_threads_to_every_phase(tmp_path):
     reproduce records (threads are part of the record: the sums' order depends on them); at 0
     (TensorFlow's own choice, the default) no phase gets the option, so earlier records stay valid."""
     import importlib
+    import mysettings
     import reproduce
     for threads in (1, 0):
         for p in reproduce.plan('biased_mnist_0.99', str(tmp_path), 'biased', 0, 'float32', threads):
@@ -395,12 +396,8 @@ def test_reproduce_passes_its_threads_to_every_phase(tmp_path):
             parsed = script_.Settings.from_args(script_.parser().parse_args([str(a) for a in p.args] + ['--output', p.key]))
             assert parsed.record() == p.settings.record(), p.name
     assert reproduce.recipe_options('biased', 'float32', 2)['phase1'][-2:] == ['--threads', 2]
-    assert 'threads' not in mysettings_phase1().record() and mysettings_phase1(threads=2).record()['threads'] == 2
-
-
-def mysettings_phase1(**kw):
-    import mysettings
-    return mysettings.Phase1(dataset='mnist', **kw)
+    phase1 = lambda **kw: mysettings.Phase1(dataset='mnist', **kw)
+    assert 'threads' not in phase1().record() and phase1(threads=2).record()['threads'] == 2
 
 
 def test_threads_reach_tensorflow():
